@@ -1,0 +1,65 @@
+"""structlog set-up: JSON lines off a terminal, readable lines on one; stdlib logs go through it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TextIO
+
+import structlog
+
+from consumer.config import LogFormat
+
+# Libraries that are chatty at INFO; they only speak up at WARNING unless we debug.
+_NOISY = ("aiokafka", "kafka", "tensorflow", "absl", "h5py", "urllib3", "asyncio", "PIL")
+
+
+def quiet_tensorflow(debug: bool) -> None:
+    """Silence TensorFlow's C++ start-up noise; must run before tensorflow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if not debug else "1")
+
+
+def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) -> None:
+    """Configure structlog and route stdlib logging (aiohttp, TensorFlow, absl) through it."""
+    out = stream or sys.stderr
+    use_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not out.isatty())
+    quiet_tensorflow(debug=level == "DEBUG")
+
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: structlog.types.Processor
+    if use_json:
+        shared.append(structlog.processors.dict_tracebacks)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")
+    logging.captureWarnings(True)

@@ -1,0 +1,12 @@
+"""Errors of the model layer."""
+
+
+class ModelError(Exception):
+    """The model or its label map could not be fetched, unpacked or loaded.
+
+    `retryable` is True for failures that may pass on their own (network, HTTP 5xx).
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable

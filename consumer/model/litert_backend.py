@@ -1,0 +1,72 @@
+"""LiteRT (ai-edge-litert) backend for TF Hub's TFLite format of the model."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+from numpy.typing import NDArray
+
+from consumer.model.errors import ModelError
+
+_SIZE = (224, 224, 3)
+
+
+class LiteRTClassifier:
+    """Runs a .tflite classifier; feeds uint8 where the model wants uint8, dequantizes output."""
+
+    backend = "litert"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        try:
+            self._interp = Interpreter(model_path=str(path), num_threads=threads)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load TFLite model {path}: {exc}") from None
+        inputs, outputs = self._interp.get_input_details(), self._interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(f"expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
+        self._in: dict[str, Any] = inputs[0]
+        self._out: dict[str, Any] = outputs[0]
+        if tuple(int(d) for d in self._in["shape"][1:]) != _SIZE:
+            raise ModelError(f"model input shape {list(self._in['shape'])} is not [N, 224, 224, 3]")
+        self._num_classes = int(self._out["shape"][-1])
+        self._batch = int(self._in["shape"][0])
+        self._interp.allocate_tensors()
+        # An interpreter is not thread-safe; its own threads (XNNPACK) parallelise each call.
+        self._lock = threading.Lock()
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def predict(self, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
+        with self._lock:
+            n = batch.shape[0]
+            if n != self._batch:
+                self._interp.resize_tensor_input(self._in["index"], [n, *_SIZE])
+                self._interp.allocate_tensors()
+                self._batch = n
+            self._interp.set_tensor(self._in["index"], self._to_input(batch))
+            self._interp.invoke()
+            raw = self._interp.get_tensor(self._out["index"])
+        return self._dequantize(raw)
+
+    def _to_input(self, batch: NDArray[np.uint8]) -> NDArray[Any]:
+        dtype = self._in["dtype"]
+        if dtype == np.uint8:
+            return batch
+        if dtype == np.int8:
+            return (batch.astype(np.int16) - 128).astype(np.int8)
+        return (batch.astype(np.float32) / 255.0).astype(dtype)
+
+    def _dequantize(self, raw: NDArray[Any]) -> NDArray[np.float32]:
+        scale, zero_point = self._out.get("quantization", (0.0, 0))
+        probs: NDArray[np.float32]
+        if raw.dtype in (np.uint8, np.int8) and scale:
+            probs = ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        else:
+            probs = raw.astype(np.float32, copy=False)
+        return probs

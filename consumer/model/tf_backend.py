@@ -1,0 +1,93 @@
+"""TensorFlow backend for SavedModels: TF1 Hub format (`default`/`image_classifier`) and TF2."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+from numpy.typing import NDArray
+
+from consumer.model.errors import ModelError
+
+log = structlog.get_logger(__name__)
+
+# Preferred signatures: the TF1 Hub image-classifier ones, then the TF2 default.
+_SIGNATURES = ("image_classifier", "default", "serving_default")
+_OUTPUT_KEYS = ("default", "probabilities", "predictions", "output_0")
+
+
+class TensorFlowClassifier:
+    """Calls the model's signature inside one `tf.function` (no `model.predict` loop)."""
+
+    backend = "tensorflow"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import tensorflow as tf
+        import tensorflow_hub as hub
+
+        _drop_absl_handler()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        except RuntimeError:
+            log.debug("tf_threads_already_set")  # the runtime was initialised earlier
+        try:
+            self._module = hub.load(str(path))
+        except Exception as exc:  # TF raises many unrelated types for a bad SavedModel
+            raise ModelError(
+                f"cannot load SavedModel {path}: {type(exc).__name__}: {exc}"
+            ) from None
+        name, signature = _pick_signature(self._module)
+        input_name = _single_input(signature)
+        probe = signature(**{input_name: tf.zeros([1, 224, 224, 3], tf.float32)})
+        output_key = _pick_output(probe)
+        self._num_classes = int(probe[output_key].shape[-1])
+        log.debug("tf_signature", signature=name, input=input_name, output=output_key)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.uint8)])  # type: ignore[untyped-decorator]
+        def run(images: Any) -> Any:
+            scaled = tf.cast(images, tf.float32) / 255.0  # the model wants RGB in [0, 1]
+            return signature(**{input_name: scaled})[output_key]
+
+        self._run = run
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
+
+    def predict(self, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
+        out: NDArray[np.float32] = self._run(batch).numpy().astype(np.float32, copy=False)
+        return out
+
+
+def _pick_signature(module: Any) -> tuple[str, Any]:
+    signatures = getattr(module, "signatures", {})
+    for name in _SIGNATURES:
+        if name in signatures:
+            return name, signatures[name]
+    raise ModelError(f"SavedModel has none of the signatures {_SIGNATURES}: {sorted(signatures)}")
+
+
+def _single_input(signature: Any) -> str:
+    _, kwargs = signature.structured_input_signature
+    if len(kwargs) != 1:
+        raise ModelError(f"expected one image input, got {sorted(kwargs)}")
+    return str(next(iter(kwargs)))
+
+
+def _pick_output(outputs: dict[str, Any]) -> str:
+    for key in _OUTPUT_KEYS:
+        if key in outputs:
+            return key
+    if len(outputs) == 1:
+        return next(iter(outputs))
+    raise ModelError(f"cannot tell which output holds the probabilities: {sorted(outputs)}")
+
+
+def _drop_absl_handler() -> None:
+    # absl adds its own handler to the root logger on import; ours already formats everything.
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if type(h).__name__ != "ABSLHandler"]
