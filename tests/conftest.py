@@ -1,0 +1,122 @@
+"""Shared fixtures: a loopback HTTP "internet", tiny generated models, isolated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from consumer.config import Settings
+from tests.support.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
+
+# Test inputs read before the autouse fixture below wipes BIRDWATCH_* from the environment.
+REAL_MODEL_DIR = os.environ.get("BIRDWATCH_REAL_MODEL_DIR", "")
+KAFKA_BOOTSTRAP = os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's BIRDWATCH_* variables or .env file."""
+    for name in list(os.environ):
+        if name.startswith("BIRDWATCH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class LoopbackServer:
+    """An aiohttp server on 127.0.0.1 whose routes tests set as they go."""
+
+    base: str = ""
+    routes: dict[str, Handler] = field(default_factory=dict)
+    hits: dict[str, int] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def add_bytes(
+        self, path: str, body: bytes, content_type: str = "application/octet-stream",
+        status: int = 200, delay_s: float = 0.0,
+    ) -> str:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            return web.Response(body=body, status=status, content_type=content_type)
+
+        self.routes[path] = handler
+        return self.url(path)
+
+    def add_handler(self, path: str, handler: Handler) -> str:
+        self.routes[path] = handler
+        return self.url(path)
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[LoopbackServer]:
+    server = LoopbackServer()
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        server.hits[request.path] = server.hits.get(request.path, 0) + 1
+        handler = server.routes.get(request.path)
+        if handler is None:
+            return web.Response(status=404, text="not found")
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.base = f"http://127.0.0.1:{port}"
+    yield server
+    await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """Generated models with the real interface (224x224x3 in, 965 out)."""
+
+    tflite: Path
+    tf2_archive: Path
+    tf1_hub_archive: Path
+    labels_csv: bytes
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    folder = tmp_path_factory.mktemp("tiny-models")
+    tflite = folder / "tiny.tflite"
+    make_tflite_model(tflite)
+    tf2 = folder / "tiny-tf2.tar.gz"
+    make_savedmodel_archive(tf2, "tf2")
+    tf1 = folder / "tiny-tf1-hub.tar.gz"
+    make_savedmodel_archive(tf1, "tf1_hub")
+    return TinyModels(tflite, tf2, tf1, make_labelmap_csv())
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
+    """Settings built from keyword overrides only (no environment, no .env)."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "model_cache_dir": str(tmp_path / "model-cache"),
+            "allow_private_networks": True,
+            "inference_threads": 1,
+            "decode_threads": 2,
+            "log_format": "json",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    yield build

@@ -1,0 +1,261 @@
+"""The pipeline with injected fakes: fetcher, decoder and model are in-memory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from consumer.images.errors import ImageError
+from consumer.model.backend import LoadedModel
+from consumer.model.errors import ModelError
+from consumer.pipeline import Pipeline, PipelineConfig, WorkItem
+from schemas import ErrorCode, ImageEvent, PredictionResult
+
+CLASSES = 6
+LABELS = [f"bird-{i}" for i in range(CLASSES)]
+
+
+class FakeFetcher:
+    """Serves bytes per URL; 'fail:CODE' URLs raise, 'slow:S' URLs wait S seconds."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def fetch(self, url: str) -> bytes:
+        self.calls.append(url)
+        name = url.rsplit("/", 1)[-1]
+        if name.startswith("fail-"):
+            raise ImageError(ErrorCode(name.removeprefix("fail-")), f"fake failure {name}")
+        if name.startswith("crash"):
+            raise RuntimeError("unexpected bug")
+        if name.startswith("slow-"):
+            await asyncio.sleep(float(name.removeprefix("slow-")))
+        return name.encode()
+
+
+def fake_decode(data: bytes) -> NDArray[np.uint8]:
+    """Encodes the wanted class in the first pixel: 'cls3' -> class 3."""
+    text = data.decode()
+    cls = int(text[text.index("cls") + 3]) if "cls" in text else 0
+    image = np.zeros((224, 224, 3), dtype=np.uint8)
+    image[0, 0, 0] = cls
+    return image
+
+
+@dataclass
+class FakeClassifier:
+    backend: str = "fake"
+    num_classes: int = CLASSES
+    batch_sizes: list[int] = field(default_factory=list)
+    fail: bool = False
+    threads: set[str] = field(default_factory=set)
+
+    def predict(self, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
+        self.threads.add(threading.current_thread().name)
+        self.batch_sizes.append(batch.shape[0])
+        if self.fail:
+            raise RuntimeError("backend exploded")
+        probs = np.full((batch.shape[0], CLASSES), 0.01, dtype=np.float32)
+        for row, image in enumerate(batch):
+            cls = int(image[0, 0, 0])
+            probs[row, cls] = 0.9
+            probs[row, (cls + 1) % CLASSES] = 0.05
+            probs[row, (cls + 2) % CLASSES] = 0.03
+        return probs
+
+
+def loaded(classifier: FakeClassifier) -> LoadedModel:
+    return LoadedModel("fake-model", classifier, LABELS, 0.0, 0.0, 0, True)
+
+
+@dataclass
+class Harness:
+    pipeline: Pipeline
+    results: list[tuple[WorkItem, PredictionResult]]
+    classifier: FakeClassifier
+    fetcher: FakeFetcher
+
+    def by_id(self) -> dict[str, PredictionResult]:
+        return {r.id: r for _, r in self.results}
+
+
+@pytest.fixture
+async def make_pipeline() -> Callable[..., Harness]:
+    pools: list[ThreadPoolExecutor] = []
+    pipelines: list[Pipeline] = []
+
+    def build(
+        max_batch_size: int = 4,
+        max_batch_delay_s: float = 0.05,
+        model_delay_s: float = 0.0,
+        model_error: Exception | None = None,
+        classifier: FakeClassifier | None = None,
+    ) -> Harness:
+        results: list[tuple[WorkItem, PredictionResult]] = []
+        clf = classifier or FakeClassifier()
+        fetcher = FakeFetcher()
+
+        async def model() -> LoadedModel:
+            await asyncio.sleep(model_delay_s)
+            if model_error is not None:
+                raise model_error
+            return loaded(clf)
+
+        async def sink(item: WorkItem, result: PredictionResult) -> None:
+            results.append((item, result))
+
+        decode_pool = ThreadPoolExecutor(2, "decode")
+        inference_pool = ThreadPoolExecutor(1, "inference")
+        pools.extend([decode_pool, inference_pool])
+        pipeline = Pipeline(
+            fetcher, fake_decode, model, sink, decode_pool, inference_pool,
+            PipelineConfig("fake-model", max_batch_size, max_batch_delay_s),
+        )
+        pipelines.append(pipeline)
+        return Harness(pipeline, results, clf, fetcher)
+
+    yield build  # type: ignore[misc]
+    for p in pipelines:
+        await p.close()
+    for pool in pools:
+        pool.shutdown()
+
+
+def event(i: int, name: str | None = None) -> ImageEvent:
+    return ImageEvent(id=f"e{i}", url=f"http://img.test/{name or f'cls{i % CLASSES}'}")
+
+
+async def test_every_event_gets_its_top3(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline(max_batch_size=4)
+    for i in range(10):
+        h.pipeline.submit(event(i), tag=i)
+    await h.pipeline.drain()
+    got = h.by_id()
+    assert sorted(got) == sorted(f"e{i}" for i in range(10))
+    for i in range(10):
+        result = got[f"e{i}"]
+        assert result.status == "ok"
+        assert [p.label_id for p in result.predictions] == [
+            i % CLASSES, (i + 1) % CLASSES, (i + 2) % CLASSES
+        ]
+        assert result.predictions[0].label == LABELS[i % CLASSES]
+        assert result.model == "fake-model"
+        assert {"fetch", "decode", "queue", "inference", "total"} <= set(result.timings_ms)
+    assert h.pipeline.in_flight == 0
+    assert max(h.classifier.batch_sizes) <= 4
+    assert sum(h.classifier.batch_sizes) == 10
+    # Batching happened: fewer model calls than images.
+    assert len(h.classifier.batch_sizes) < 10
+    assert h.classifier.threads == {"inference_0"}
+
+
+async def test_failed_images_do_not_sink_the_batch(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline()
+    h.pipeline.submit(event(1))
+    h.pipeline.submit(event(2, "fail-http_status"))
+    h.pipeline.submit(event(3, "fail-not_an_image"))
+    h.pipeline.submit(event(4, "crash"))
+    h.pipeline.submit(event(5))
+    await h.pipeline.drain()
+    got = h.by_id()
+    assert got["e1"].status == got["e5"].status == "ok"
+    assert got["e2"].error is not None and got["e2"].error.code is ErrorCode.HTTP_STATUS
+    assert got["e3"].error is not None and got["e3"].error.code is ErrorCode.NOT_AN_IMAGE
+    assert got["e4"].error is not None and got["e4"].error.code is ErrorCode.INTERNAL
+    assert got["e2"].predictions == []
+    assert got["e2"].model == "fake-model"
+
+
+async def test_inference_failure_yields_internal_errors_and_pipeline_continues(
+    make_pipeline: Callable[..., Harness],
+) -> None:
+    clf = FakeClassifier(fail=True)
+    h = make_pipeline(classifier=clf)
+    h.pipeline.submit(event(1))
+    await h.pipeline.drain()
+    assert h.by_id()["e1"].error is not None
+    assert h.by_id()["e1"].error.code is ErrorCode.INTERNAL  # type: ignore[union-attr]
+    clf.fail = False
+    h.pipeline.submit(event(2))
+    await h.pipeline.drain()
+    assert h.by_id()["e2"].status == "ok"
+
+
+async def test_images_are_prepared_while_the_model_loads(
+    make_pipeline: Callable[..., Harness],
+) -> None:
+    h = make_pipeline(max_batch_size=8, model_delay_s=0.2)
+    for i in range(5):
+        h.pipeline.submit(event(i))
+    await asyncio.sleep(0.1)
+    # All five were fetched before the model was there...
+    assert len(h.fetcher.calls) == 5
+    assert h.results == []
+    await h.pipeline.drain()
+    # ...and ran as one batch once it arrived.
+    assert h.classifier.batch_sizes == [5]
+
+
+async def test_model_failure_surfaces_from_drain(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline(model_error=ModelError("no model"))
+    h.pipeline.submit(event(1))
+    with pytest.raises(ModelError, match="no model"):
+        await h.pipeline.drain()
+    with pytest.raises(ModelError):
+        h.pipeline.submit(event(2))
+
+
+async def test_batch_closes_at_its_deadline_while_more_are_coming(
+    make_pipeline: Callable[..., Harness],
+) -> None:
+    h = make_pipeline(max_batch_size=32, max_batch_delay_s=0.05)
+    h.pipeline.submit(event(1))
+    h.pipeline.submit(event(2, "slow-0.5"))
+    await asyncio.sleep(0.3)
+    # The fast image did not wait for the slow one: its batch closed at the deadline.
+    assert [r.id for _, r in h.results] == ["e1"]
+    await h.pipeline.drain()
+    assert h.classifier.batch_sizes == [1, 1]
+
+
+async def test_lone_image_does_not_wait_for_the_deadline(
+    make_pipeline: Callable[..., Harness],
+) -> None:
+    h = make_pipeline(max_batch_size=32, max_batch_delay_s=5.0)
+    h.pipeline.submit(event(1))
+    await asyncio.wait_for(h.pipeline.drain(), timeout=2.0)
+    assert h.by_id()["e1"].status == "ok"
+
+
+async def test_last_failure_wakes_a_waiting_batch(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline(max_batch_size=32, max_batch_delay_s=5.0)
+    h.pipeline.submit(event(1))
+    h.pipeline.submit(event(2, "slow-0.1"))
+    h.pipeline.submit(event(3, "fail-timeout"))
+    await asyncio.wait_for(h.pipeline.drain(), timeout=2.0)
+    assert {r.id: r.status for _, r in h.results} == {"e1": "ok", "e2": "ok", "e3": "error"}
+
+
+async def test_drain_with_nothing_submitted_returns(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline()
+    await asyncio.wait_for(h.pipeline.drain(), timeout=1.0)
+    assert h.pipeline.model is None
+
+
+async def test_in_flight_counts_until_the_sink_returns(
+    make_pipeline: Callable[..., Harness],
+) -> None:
+    h = make_pipeline()
+    h.pipeline.submit(event(1, "slow-0.1"))
+    h.pipeline.submit(event(2, "slow-0.1"))
+    assert h.pipeline.in_flight == 2
+    await h.pipeline.drain()
+    assert h.pipeline.in_flight == 0
+    assert h.pipeline.model is not None
