@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
+from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, SettingsError, load_settings
 from consumer.logs import configure_logging
@@ -64,7 +65,74 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print exactly one PredictionResult JSON object per line, in input order",
     )
+    sub.add_parser(
+        "serve",
+        help="run the Kafka consumer-group service",
+        description="Load and warm the model, then join consumer group BIRDWATCH_GROUP_ID on "
+        "BIRDWATCH_INPUT_TOPIC and publish one PredictionResult per record to "
+        "BIRDWATCH_RESULTS_TOPIC (unparseable records go to BIRDWATCH_DLQ_TOPIC). Serves "
+        "/healthz, /readyz and /metrics on BIRDWATCH_HTTP_PORT. Stops gracefully on SIGTERM or "
+        "SIGINT. Exit status: 0 after a graceful stop, 2 on a configuration or model error.",
+    )
+
+    topics = sub.add_parser("topics", help="manage the Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    create = topics_sub.add_parser(
+        "create", help="create the input, results and DLQ topics if missing (idempotent)"
+    )
+    create.add_argument("--partitions", type=_positive, default=6, help="default: 6")
+    create.add_argument("--replication-factor", type=_positive, default=1, help="default: 1")
+
+    publish = sub.add_parser(
+        "publish",
+        help="publish ImageEvents for image URLs to the input topic",
+        description="Produce one ImageEvent per URL, with a generated id. Exit status 1 when "
+        "some URL is not a valid http(s) URL (the others are published).",
+    )
+    publish.add_argument("urls", nargs="*", metavar="URL", help="image URLs")
+    publish.add_argument(
+        "--file",
+        "-f",
+        type=Path,
+        metavar="FILE",
+        help="read more URLs from FILE, one per line ('-' for stdin)",
+    )
+    publish.add_argument(
+        "--json", action="store_true", help='print {"id", "url"} per published event as JSON lines'
+    )
+
+    results = sub.add_parser(
+        "results",
+        help="print results from the results topic as they arrive",
+        description="Follow the results topic (read_committed in exactly_once mode) and print "
+        "each result; stops after --max results or --timeout seconds without a new one.",
+    )
+    results.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest result instead of new ones only",
+    )
+    results.add_argument(
+        "--max", type=_positive, default=None, metavar="N", help="stop after N results"
+    )
+    results.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after S seconds without a new result",
+    )
+    results.add_argument(
+        "--json", action="store_true", help="print one PredictionResult JSON object per line"
+    )
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def read_urls(urls: Sequence[str], file: Path | None) -> list[str]:
@@ -89,7 +157,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "classify":
         return _classify(settings, args, started)
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+    return _kafka_command(settings, args)
+
+
+def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:  # noqa: PLR0911
+    from consumer import topics
+    from consumer.serve import run_serve
+
+    log = structlog.get_logger(__name__)
+    try:
+        if args.command == "serve":
+            return asyncio.run(run_serve(settings))
+        if args.command == "topics":
+            return asyncio.run(
+                topics.create_topics(settings, args.partitions, args.replication_factor, sys.stdout)
+            )
+        if args.command == "publish":
+            urls = read_urls(args.urls, args.file)
+            if not urls:
+                sys.stderr.write("birdwatch: no URLs to publish\n")
+                return EXIT_USAGE
+            return asyncio.run(topics.publish(settings, urls, args.json, sys.stdout))
+        return asyncio.run(
+            topics.follow_results(
+                settings, args.from_beginning, args.max, args.timeout, args.json, sys.stdout
+            )
+        )
+    except ModelError as exc:
+        log.error("model_unavailable", reason=str(exc))
+        sys.stderr.write(f"birdwatch: model error: {exc}\n")
+        return EXIT_USAGE
+    except OSError as exc:
+        sys.stderr.write(f"birdwatch: {exc}\n")
+        return EXIT_USAGE
+    except KafkaError as exc:
+        log.error("kafka_error", error=type(exc).__name__, detail=str(exc))
+        sys.stderr.write(f"birdwatch: kafka error: {type(exc).__name__}: {exc}\n")
+        return EXIT_SOME_FAILED
+    except KeyboardInterrupt:
+        return 130
 
 
 def _classify(settings: Settings, args: argparse.Namespace, started: float) -> int:

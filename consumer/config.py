@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     dlq_topic: str = "bird-images.dlq"
     processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
     shutdown_timeout_s: PositiveFloat = 30.0
+    revoke_timeout_s: PositiveFloat = 10.0
+    commit_interval_ms: PositiveInt = 200
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
+    transaction_timeout_ms: Annotated[int, Field(ge=1000)] = 20_000
+    summary_interval_s: PositiveFloat = 30.0
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
 
     @field_validator("log_level", mode="before")

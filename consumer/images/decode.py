@@ -79,7 +79,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode in ("I;16", "I;16B", "I;16L", "I"):
         scale = 1 / 256 if img.mode.startswith("I;16") or _peak(img) > 255 else 1
-        img = img.point(lambda v: v * scale).convert("L")
+        # point() refuses the byte-ordered I;16B/I;16L modes (big-endian TIFF), "I" takes all.
+        img = img.convert("I").point(lambda v: v * scale).convert("L")
     elif img.mode == "F":
         img = img.convert("L")
     if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):

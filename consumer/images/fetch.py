@@ -65,11 +65,15 @@ class ImageFetcher:
 
     async def fetch(self, url: str) -> bytes:
         """The body at `url`, or `ImageError` with the code the result should carry."""
+        try:
+            target = URL(url, encoded=False)
+        except ValueError as exc:
+            raise ImageError(ErrorCode.BLOCKED_URL, f"malformed url: {exc}") from None
         async with self._slots:
             attempt = 0
             while True:
                 try:
-                    return await self._attempt(URL(url, encoded=False))
+                    return await self._attempt(target)
                 except _RetryableError as exc:
                     if attempt >= self._policy.retries:
                         raise exc.final from None

@@ -38,10 +38,19 @@ def is_public_address(addr: IPAddress) -> bool:
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:
-    """The address a URL host names literally, if it is one (brackets of IPv6 stripped)."""
+    """The address a URL host names literally, if it is one (brackets of IPv6 stripped).
+
+    Legacy IPv4 spellings the C library still accepts (`127.1`, `2130706433`, `0x7f000001`,
+    `0177.0.0.1`, a trailing dot) are read as `inet_aton` reads them.
+    """
+    bare = host.strip("[]").split("%", 1)[0]
     try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+        return ipaddress.ip_address(bare)
     except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare.removesuffix(".")))
+    except (OSError, ValueError):
         return None
 
 

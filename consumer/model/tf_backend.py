@@ -42,6 +42,10 @@ class TensorFlowClassifier:
             ) from None
         name, signature = _pick_signature(self._module)
         input_name = _single_input(signature)
+        spec = signature.structured_input_signature[1][input_name]
+        if spec.dtype != tf.float32 or not spec.shape.is_compatible_with([None, 224, 224, 3]):
+            # Otherwise the warm-up fails later with a TensorFlow traceback, not a ModelError.
+            raise ModelError(f"signature {name!r} takes {spec}, not float32 [N, 224, 224, 3]")
         probe = signature(**{input_name: tf.zeros([1, 224, 224, 3], tf.float32)})
         output_key = _pick_output(probe)
         self._num_classes = int(probe[output_key].shape[-1])

@@ -1,0 +1,194 @@
+"""Delivery guarantees: how outcomes reach Kafka and when input offsets are committed.
+
+At-least-once: produce each outcome at once (acks=all, idempotent); an outcome is finished when
+acknowledged; commit the contiguous finished prefix. Exactly-once: keep finished outcomes until
+the commit step, then put them and their offsets in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from consumer.metrics import Metrics
+from consumer.offsets import OffsetTracker
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where an input record came from."""
+
+    tp: TopicPartition
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The one output an input record produces: a result or a dead-letter copy."""
+
+    ref: RecordRef
+    topic: str
+    key: bytes | None
+    value: bytes
+    kind: str  # "ok", "error" or "dlq", for metrics
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class Delivery(Protocol):
+    tracker: OffsetTracker[TopicPartition]
+
+    async def deliver(self, outcome: Outcome) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+
+def _count(metrics: Metrics, outcome: Outcome) -> None:
+    metrics.count_outcome(outcome.kind)
+
+
+class AtLeastOnceDelivery:
+    """Produce now, finish on ack, commit the finished prefix; resend until acknowledged."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, metrics: Metrics
+    ) -> None:
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._producer = producer
+        self._consumer = consumer
+        self._metrics = metrics
+        self._acks: set[asyncio.Task[None]] = set()
+
+    async def deliver(self, outcome: Outcome) -> None:
+        task = asyncio.create_task(self._send_until_acked(outcome))
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _send_until_acked(self, outcome: Outcome) -> None:
+        attempt = 0
+        while self.tracker.is_unfinished(outcome.ref.tp, outcome.ref.offset):
+            try:
+                ack = await self._producer.send(
+                    outcome.topic, outcome.value, key=outcome.key, headers=outcome.headers
+                )
+                await ack
+            except KafkaError as exc:
+                attempt += 1
+                delay = min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
+                log.warning(
+                    "produce_retry",
+                    topic=outcome.topic,
+                    attempt=attempt,
+                    error=type(exc).__name__,
+                    retry_in_s=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.tracker.finished(outcome.ref.tp, outcome.ref.offset)
+            _count(self._metrics, outcome)
+            return
+
+    async def commit(self) -> None:
+        offsets = self.tracker.committable()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions; their next owner redoes the uncommitted records.
+            log.warning("commit_failed", error=type(exc).__name__, detail=str(exc))
+            return
+        self.tracker.mark_committed(offsets)
+        log.debug(
+            "committed", offsets={f"{tp.topic}-{tp.partition}": o for tp, o in offsets.items()}
+        )
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        self.tracker.forget(partitions)
+
+    async def close(self) -> None:
+        for task in list(self._acks):
+            task.cancel()
+        await asyncio.gather(*self._acks, return_exceptions=True)
+
+
+class ExactlyOnceDelivery:
+    """One transaction per commit step holding the finished outcomes and their offsets."""
+
+    def __init__(self, producer: AIOKafkaProducer, group_id: str, metrics: Metrics) -> None:
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._producer = producer
+        self._group_id = group_id
+        self._metrics = metrics
+        self._ready: dict[TopicPartition, dict[int, Outcome]] = {}
+        self._lock = asyncio.Lock()
+
+    async def deliver(self, outcome: Outcome) -> None:
+        ref = outcome.ref
+        if not self.tracker.is_unfinished(ref.tp, ref.offset):
+            return  # the partition was revoked meanwhile
+        self._ready.setdefault(ref.tp, {})[ref.offset] = outcome
+        self.tracker.finished(ref.tp, ref.offset)
+
+    async def commit(self) -> None:
+        async with self._lock:
+            offsets = self.tracker.committable()
+            if not offsets:
+                return
+            batch: list[Outcome] = []
+            for tp, safe in offsets.items():
+                batch.extend(o for off, o in sorted(self._ready.get(tp, {}).items()) if off < safe)
+            try:
+                await self._transact(batch, offsets)
+            except KafkaError as exc:
+                log.warning(
+                    "transaction_failed",
+                    error=type(exc).__name__,
+                    detail=str(exc),
+                    outcomes=len(batch),
+                )
+                return
+            for outcome in batch:
+                self._ready[outcome.ref.tp].pop(outcome.ref.offset, None)
+                _count(self._metrics, outcome)
+            self.tracker.mark_committed(offsets)
+
+    async def _transact(self, batch: list[Outcome], offsets: dict[TopicPartition, int]) -> None:
+        async with self._producer.transaction():
+            for o in batch:
+                await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+            await self._producer.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self._group_id
+            )
+        log.debug("transaction_committed", outcomes=len(batch), partitions=len(offsets))
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        parts = list(partitions)
+        for tp in parts:
+            self._ready.pop(tp, None)
+        self.tracker.forget(parts)
+
+    async def close(self) -> None:
+        return None
+
+
+def producer_options(transactional_id: str | None, transaction_timeout_ms: int) -> dict[str, Any]:
+    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+    if transactional_id is not None:
+        options["transactional_id"] = transactional_id
+        options["transaction_timeout_ms"] = transaction_timeout_ms
+    return options

@@ -1,0 +1,78 @@
+"""Prometheus metric definitions, in a registry owned by the service (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class Metrics:
+    """Everything `/metrics` exposes; also a `StageObserver` for the pipeline."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.outcomes_total = 0
+        r = self.registry
+        self.records_consumed = Counter(
+            "birdwatch_records_consumed", "Input records read from Kafka", registry=r
+        )
+        self.results_produced = Counter(
+            "birdwatch_results_produced", "Results acknowledged by Kafka", ["status"], registry=r
+        )
+        self.dlq_records = Counter(
+            "birdwatch_dlq_records",
+            "Unparseable records copied to the dead-letter topic",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "birdwatch_batch_size",
+            "Images per inference call",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "birdwatch_stage_seconds",
+            "Seconds spent per image in each stage "
+            "(fetch, decode, queue, inference; end_to_end from the record timestamp)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "birdwatch_records_in_flight",
+            "Records received whose outcome is not yet durable",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "birdwatch_consumer_lag",
+            "Records behind the end of each assigned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "birdwatch_model_load_seconds", "Seconds to fetch and load the model", registry=r
+        )
+        self.rebalances = Counter(
+            "birdwatch_rebalances", "Partition assignments received", registry=r
+        )
+        self.paused = Gauge(
+            "birdwatch_intake_paused", "1 while intake is paused by backpressure", registry=r
+        )
+
+    def count_outcome(self, kind: str) -> None:
+        """Count one durable outcome: "ok" or "error" results, or a "dlq" copy."""
+        self.outcomes_total += 1
+        if kind == "dlq":
+            self.dlq_records.inc()
+        else:
+            self.results_produced.labels(kind).inc()
+
+    # StageObserver
+    def stage(self, name: str, seconds: float) -> None:
+        self.stage_seconds.labels(name).observe(seconds)
+
+    def batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.stage_seconds.labels("inference").observe(seconds)

@@ -1,0 +1,83 @@
+"""`birdwatch serve`: load and warm the model, start the endpoints, join the group, run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import structlog
+
+from consumer.config import Settings
+from consumer.http import make_app, start_http
+from consumer.metrics import Metrics
+from consumer.runtime import Runtime
+from consumer.service import KafkaService, ServiceState
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop`); returns the exit code. Raises ModelError."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    metrics = Metrics()
+    state = ServiceState()
+    service: KafkaService | None = None
+
+    def alive() -> bool:
+        return not state.failed
+
+    runner = await start_http(make_app(metrics, alive, lambda: state.ready), settings.http_port)
+    log.info("http_listening", port=settings.http_port)
+    try:
+        async with Runtime(settings, progress=False) as rt:
+            model = await _unless_stopped(rt.load_model(), stop)
+            if model is None:
+                return 0
+            metrics.model_load_seconds.set(model.fetch_s + model.load_s)
+            state.model_loaded = True
+            service = KafkaService(settings, rt, model, metrics, state)
+            started = await _unless_stopped(service.start(), stop)
+            if started is None:
+                await service.close()
+                return 0
+            log.info(
+                "serving",
+                group_id=settings.group_id,
+                topic=settings.input_topic,
+                results_topic=settings.results_topic,
+            )
+            await service.run(stop)
+    except BaseException:
+        state.failed = True
+        raise
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """The result of `work`, or None if `stop` is set first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("signal_received", signal=sig.name)
+    stop.set()

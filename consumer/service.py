@@ -1,0 +1,342 @@
+"""The Kafka adapter: consume image events, hand them to the pipeline, deliver and commit.
+
+The loop reads as a short story: poll within the in-flight budget, parse, submit; a committer
+commits what is safely done; backpressure pauses and resumes intake; on stop, intake ends,
+in-flight work drains within the shutdown timeout, the last commit is made, and the consumer
+leaves the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from consumer.config import ProcessingGuarantee, Settings
+from consumer.delivery import (
+    AtLeastOnceDelivery,
+    Delivery,
+    ExactlyOnceDelivery,
+    Outcome,
+    RecordRef,
+    producer_options,
+)
+from consumer.kafka_config import client_options, describe_connection
+from consumer.metrics import Metrics
+from consumer.model import LoadedModel
+from consumer.pipeline import Pipeline, WorkItem
+from consumer.runtime import Runtime
+from schemas import ErrorCode, InvalidEventError, PredictionResult, parse_event
+
+log = structlog.get_logger(__name__)
+
+DLQ_REASON_HEADER = "birdwatch-error"
+_JSON = [("content-type", b"application/json")]
+
+
+@dataclass
+class ServiceState:
+    """What the health and readiness endpoints report."""
+
+    model_loaded: bool = False
+    joined: bool = False
+    running: bool = False
+    failed: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.model_loaded and self.joined and self.running
+
+
+class _RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: KafkaService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._service.on_assigned(set(assigned))
+
+
+class KafkaService:
+    """One consumer-group member: input topic -> pipeline -> results topic (or DLQ)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        model: LoadedModel,
+        metrics: Metrics,
+        state: ServiceState,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.state = state
+        self._model = model
+        self._owned: set[TopicPartition] = set()
+        self._paused = False
+        eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+        common = client_options(settings)
+        self.consumer = AIOKafkaConsumer(
+            **common,
+            group_id=settings.group_id,
+            group_instance_id=settings.instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if eos else "read_uncommitted",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(500, settings.session_timeout_ms // 4),
+            client_id=f"birdwatch-{settings.instance_id or socket.gethostname()}",
+        )
+        txn_id = f"birdwatch-{settings.group_id}-{settings.instance_id or _process_name()}"
+        self.producer = AIOKafkaProducer(
+            **common, **producer_options(txn_id if eos else None, settings.transaction_timeout_ms)
+        )
+        self.delivery: Delivery = (
+            ExactlyOnceDelivery(self.producer, settings.group_id, metrics)
+            if eos
+            else AtLeastOnceDelivery(self.producer, self.consumer, metrics)
+        )
+        loaded: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
+        loaded.set_result(model)
+        self.pipeline: Pipeline = runtime.pipeline(loaded, self._on_result, observer=metrics)
+        self._started = time.monotonic()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Connect the producer and join the group, retrying while the broker is away."""
+        log.info(
+            "kafka_connecting",
+            **describe_connection(self.settings),
+            guarantee=self.settings.processing_guarantee.value,
+            instance_id=self.settings.instance_id,
+        )
+        await _retry_start(self.producer.start, "producer")
+        self.consumer.subscribe([self.settings.input_topic], listener=_RebalanceListener(self))
+        await _retry_start(self.consumer.start, "consumer")
+        self.pipeline.start()
+        self.state.running = True
+        return True
+
+    async def close(self) -> None:
+        """Release the clients when `run` never ran."""
+        await self.pipeline.close()
+        await self.producer.stop()
+        await self.consumer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then shut down gracefully."""
+        tasks = [
+            asyncio.create_task(self._commit_loop(stop), name="committer"),
+            asyncio.create_task(self._report_loop(stop), name="reporter"),
+        ]
+        try:
+            while not stop.is_set():
+                room = self.settings.max_in_flight - self.delivery.tracker.unfinished()
+                self._apply_backpressure(room)
+                batch = await self.consumer.getmany(timeout_ms=100, max_records=max(1, room))
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._accept(tp, record)
+        finally:
+            await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        started = time.monotonic()
+        log.info("shutdown_started", in_flight=self.delivery.tracker.unfinished())
+        with contextlib.suppress(Exception):
+            self.consumer.pause(*self.consumer.assignment())
+        await self._wait_finished(None, self.settings.shutdown_timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.delivery.commit()
+        left = self.delivery.tracker.unfinished()
+        await self.pipeline.close()
+        await self.delivery.close()
+        await self.producer.stop()
+        await self.consumer.stop()
+        self.state.running = False
+        log.info("shutdown_done", unfinished=left, seconds=round(time.monotonic() - started, 3))
+
+    # --- intake --------------------------------------------------------------------------
+
+    async def _accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
+        ref = RecordRef(tp, record.offset, record.timestamp)
+        self.delivery.tracker.received(tp, record.offset)
+        self.metrics.records_consumed.inc()
+        try:
+            event = parse_event(record.value or b"")
+        except InvalidEventError as exc:
+            await self.delivery.deliver(self._invalid_outcome(ref, record, exc))
+            return
+        self.pipeline.submit(event, tag=ref)
+
+    def _invalid_outcome(
+        self, ref: RecordRef, record: ConsumerRecord[Any, Any], exc: InvalidEventError
+    ) -> Outcome:
+        if exc.event_id is not None:
+            result = PredictionResult.failed(
+                exc.event_id, exc.url, ErrorCode.INVALID_EVENT, exc.reason, self._model.name
+            )
+            log.debug("invalid_event", id=exc.event_id, url=exc.url, reason=exc.reason)
+            return Outcome(
+                ref,
+                self.settings.results_topic,
+                exc.event_id.encode(),
+                result.to_json(),
+                "error",
+                list(_JSON),
+            )
+        log.debug("dead_letter", partition=ref.tp.partition, offset=ref.offset, reason=exc.reason)
+        headers = [
+            (DLQ_REASON_HEADER, exc.reason.encode()[:1000]),
+            ("birdwatch-error-code", ErrorCode.INVALID_EVENT.value.encode()),
+            ("birdwatch-source", f"{ref.tp.topic}/{ref.tp.partition}/{ref.offset}".encode()),
+        ]
+        return Outcome(
+            ref, self.settings.dlq_topic, record.key, record.value or b"", "dlq", headers
+        )
+
+    async def _on_result(self, item: WorkItem, result: PredictionResult) -> None:
+        ref: RecordRef = item.tag
+        if ref.timestamp_ms is not None and ref.timestamp_ms > 0:
+            self.metrics.stage("end_to_end", max(0.0, time.time() - ref.timestamp_ms / 1000))
+        outcome = Outcome(
+            ref,
+            self.settings.results_topic,
+            result.id.encode(),
+            result.to_json(),
+            result.status,
+            list(_JSON),
+        )
+        await self.delivery.deliver(outcome)
+
+    def _apply_backpressure(self, room: int) -> None:
+        limit = self.settings.max_in_flight
+        self.metrics.in_flight.set(limit - room)
+        if not self._paused and room <= 0:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+            self.metrics.paused.set(1)
+            log.info("intake_paused", in_flight=limit - room)
+        elif self._paused and room >= limit // 2:
+            self.consumer.resume(*self.consumer.assignment())
+            self._paused = False
+            self.metrics.paused.set(0)
+            log.info("intake_resumed", in_flight=limit - room)
+
+    # --- commits, rebalances, reporting ----------------------------------------------------
+
+    async def _commit_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.commit_interval_ms / 1000
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            await self.delivery.commit()
+
+    async def _wait_finished(self, partitions: set[TopicPartition] | None, limit_s: float) -> None:
+        deadline = time.monotonic() + limit_s
+        # Polling every 20 ms keeps the tracker free of asyncio; it only runs while draining.
+        while self.delivery.tracker.unfinished(partitions) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        log.info(
+            "partitions_revoked",
+            partitions=_names(revoked),
+            in_flight=self.delivery.tracker.unfinished(revoked),
+        )
+        await self._wait_finished(revoked, self.settings.revoke_timeout_s)
+        await self.delivery.commit()
+        # Whatever is still in flight for them is dropped: their next owner redoes it.
+        self.delivery.forget(revoked)
+        self._owned -= revoked
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._owned |= assigned
+        self.state.joined = True
+        self.metrics.rebalances.inc()
+        if self._paused:
+            self.consumer.pause(*assigned)
+        log.info("partitions_assigned", partitions=_names(assigned), owned=len(self._owned))
+
+    async def _report_loop(self, stop: asyncio.Event) -> None:
+        last_time, last_count = time.monotonic(), 0
+        next_summary = last_time + self.settings.summary_interval_s
+        while not stop.is_set():
+            await asyncio.sleep(min(5.0, self.settings.summary_interval_s))
+            lag = self._update_lag()
+            now = time.monotonic()
+            if now < next_summary:
+                continue
+            produced = self.metrics.outcomes_total
+            log.info(
+                "throughput",
+                images_per_s=round((produced - last_count) / (now - last_time), 2),
+                results=int(produced),
+                in_flight=self.delivery.tracker.unfinished(),
+                lag=lag,
+                partitions=len(self._owned),
+                paused=self._paused,
+            )
+            last_time, last_count, next_summary = (
+                now,
+                produced,
+                now + self.settings.summary_interval_s,
+            )
+
+    def _update_lag(self) -> int:
+        total = 0
+        for tp in list(self._owned):
+            end = self.consumer.highwater(tp)
+            if end is None:
+                continue
+            position = self.delivery.tracker.next_offset(tp)
+            if position is None:
+                continue
+            lag = max(0, end - position)
+            total += lag
+            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+        return total
+
+
+async def _retry_start(start: Any, what: str) -> None:
+    attempt = 0
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:  # aiokafka raises several types while the broker is away
+            attempt += 1
+            delay = min(30.0, 0.5 * 2**attempt)
+            log.warning(
+                "kafka_unavailable",
+                client=what,
+                attempt=attempt,
+                error=type(exc).__name__,
+                detail=str(exc),
+                retry_in_s=delay,
+            )
+            await asyncio.sleep(delay)
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
+
+
+def _process_name() -> str:
+    # Without an instance id, a process-unique id keeps two local consumers from fencing each other.
+    return f"{socket.gethostname()}-{os.getpid()}"
