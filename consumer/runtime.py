@@ -98,11 +98,10 @@ class Runtime:
     async def _load_once(self) -> LoadedModel:
         assert self.model_fetcher is not None
         s = self.settings
-        artifact, label_bytes = await asyncio.gather(
-            self.model_fetcher.fetch_model(s.model_url),
-            self.model_fetcher.fetch_labels(s.labels_url),
-        )
-        labels = parse_labels(label_bytes)
+        # Labels first: the small map is cheap to retry, and a failure in it must not leave the
+        # model download running unawaited beside the next attempt's (gather cancels nothing).
+        labels = parse_labels(await self.model_fetcher.fetch_labels(s.labels_url))
+        artifact = await self.model_fetcher.fetch_model(s.model_url)
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         classifier = await loop.run_in_executor(

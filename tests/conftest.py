@@ -120,3 +120,12 @@ def make_settings(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     yield build
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A real Kafka broker for the session (see tests/kafka_broker.py)."""
+    from tests.kafka_broker import kafka_broker
+
+    with kafka_broker(KAFKA_BOOTSTRAP) as bootstrap:
+        yield bootstrap

@@ -84,7 +84,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     elif img.mode == "F":
         img = img.convert("L")
     if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        rgba = img.convert("RGBA")
+        # Pillow converts premultiplied La only to LA, not straight to RGBA.
+        rgba = (img.convert("LA") if img.mode == "La" else img).convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")

@@ -58,13 +58,20 @@ def check_url(url: URL, allow_private: bool) -> None:
     """Refuse URLs we must never fetch for a user: wrong scheme, credentials, private literals."""
     if url.scheme not in ALLOWED_SCHEMES:
         raise ImageError(ErrorCode.BLOCKED_URL, f"scheme {url.scheme!r} is not allowed")
-    if not url.host:
+    try:
+        host = url.host  # decoded lazily: a bad punycode label ("xn--a") raises here
+    except UnicodeError:
+        raise ImageError(ErrorCode.BLOCKED_URL, f"host {url.raw_host!r} is not valid") from None
+    if not host:
         raise ImageError(ErrorCode.BLOCKED_URL, "url has no host")
     if url.user is not None or url.password is not None:
         raise ImageError(ErrorCode.BLOCKED_URL, "credentials in urls are not allowed")
     if allow_private:
         return
-    literal = parse_ip_literal(url.host)
+    literal = parse_ip_literal(host)
+    if literal is None and ":" in host:
+        # aiohttp dials any host with a colon as an address, so our resolver never sees it.
+        raise ImageError(ErrorCode.BLOCKED_URL, f"host {host!r} is not a valid address")
     if literal is not None and not is_public_address(literal):
         raise ImageError(ErrorCode.BLOCKED_URL, f"address {literal} is not public")
 

@@ -205,6 +205,7 @@ def _unpack(blob: Path, staging: Path) -> ModelKind:
         blob.rename(staging / _TFLITE_FILE)
         return "tflite"
     target = staging / _SAVEDMODEL_DIR
+    target.mkdir()  # an archive without members creates nothing
     try:
         with tarfile.open(blob, "r:*") as archive:
             # The "data" filter refuses absolute paths, "..", links out of the tree and devices.

@@ -31,7 +31,8 @@ class LiteRTClassifier:
         self._in: dict[str, Any] = inputs[0]
         self._out: dict[str, Any] = outputs[0]
         if tuple(int(d) for d in self._in["shape"][1:]) != _SIZE:
-            raise ModelError(f"model input shape {list(self._in['shape'])} is not [N, 224, 224, 3]")
+            shape = self._in["shape"].tolist()  # plain ints, not np.int32(...) in the message
+            raise ModelError(f"model input shape {shape} is not [N, 224, 224, 3]")
         self._num_classes = int(self._out["shape"][-1])
         self._batch = int(self._in["shape"][0])
         self._interp.allocate_tensors()

@@ -365,9 +365,7 @@ async def test_http_errors(
     assert os.listdir(cache) == []
 
 
-async def test_unreachable_server_is_retryable(
-    session: aiohttp.ClientSession, cache: Path
-) -> None:
+async def test_unreachable_server_is_retryable(session: aiohttp.ClientSession, cache: Path) -> None:
     with pytest.raises(ModelError, match="failed: ClientConnectorError") as caught:
         await ModelFetcher(session, cache).fetch_model(closed_port_url())
 
@@ -379,7 +377,7 @@ async def test_read_timeout_is_retryable(http_server: LoopbackServer, cache: Pat
     url = http_server.add_bytes("/slow.tflite", b"late", delay_s=0.5)
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.05)) as slow:
-        with pytest.raises(ModelError, match="failed: .*Timeout") as caught:
+        with pytest.raises(ModelError, match=r"failed: .*Timeout") as caught:
             await ModelFetcher(slow, cache).fetch_model(url)
 
     assert caught.value.retryable is True

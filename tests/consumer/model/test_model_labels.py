@@ -57,12 +57,7 @@ def test_crlf_blank_lines_and_padding_are_tolerated() -> None:
 
 
 def test_names_with_commas_quoted_or_not_stay_whole() -> None:
-    data = (
-        b"id,name\n"
-        b'0,"Larus argentatus, adult"\n'
-        b"1,Parus major, juvenile\n"
-        b'2,"The ""odd"" one"\n'
-    )
+    data = b'id,name\n0,"Larus argentatus, adult"\n1,Parus major, juvenile\n2,"The ""odd"" one"\n'
     assert parse_labels(data) == [
         "Larus argentatus, adult",
         "Parus major, juvenile",

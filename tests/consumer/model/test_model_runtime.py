@@ -1,0 +1,431 @@
+"""`Runtime.load_model`: model and labels from loopback, with retries, deadlines and checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+import consumer.runtime as runtime_module
+from consumer.config import Settings
+from consumer.model import ModelError
+from consumer.model.fetch import cache_key
+from consumer.pipeline import WorkItem
+from consumer.runtime import Runtime
+from schemas import ImageEvent, PredictionResult
+from tests.conftest import LoopbackServer, TinyModels
+from tests.images import RED, solid_png
+from tests.support.models import GREY_CLASS, NUM_CLASSES, RED_CLASS
+
+MODEL_PATH = "/models/birds.tflite"
+LABELS_PATH = "/labels/birds.csv"
+# Jitter factor the tests pin: the backoff delays become 0.5 s and 1 s times this.
+JITTER = 0.04
+
+SettingsFactory = Callable[..., Settings]
+
+
+@dataclass
+class Backoff:
+    """Records the jitter draws of the retry loop; each failed attempt draws once."""
+
+    draws: list[tuple[float, float]]
+
+    def uniform(self, low: float, high: float) -> float:
+        self.draws.append((low, high))
+        return JITTER
+
+
+@pytest.fixture
+def backoff(monkeypatch: pytest.MonkeyPatch) -> Backoff:
+    recorder = Backoff([])
+    monkeypatch.setattr(runtime_module, "random", SimpleNamespace(uniform=recorder.uniform))
+    return recorder
+
+
+def serve_labels(server: LoopbackServer, tiny_models: TinyModels) -> str:
+    return server.add_bytes(LABELS_PATH, tiny_models.labels_csv, "text/csv")
+
+
+def serve_tflite(server: LoopbackServer, tiny_models: TinyModels) -> str:
+    return server.add_bytes(MODEL_PATH, tiny_models.tflite.read_bytes())
+
+
+def add_flaky(server: LoopbackServer, path: str, body: bytes, failures: int) -> str:
+    """Answer 503 `failures` times, then serve `body`."""
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls <= failures:
+            return web.Response(status=503, text="busy")
+        return web.Response(body=body, content_type="application/octet-stream")
+
+    return server.add_handler(path, handler)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/model.tflite"
+
+
+@pytest.fixture
+async def black_hole() -> AsyncIterator[str]:
+    """A URL whose server accepts the connection and never answers."""
+    release = asyncio.Event()
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/model.tflite"
+    release.set()
+    server.close()
+    await server.wait_closed()
+
+
+def red_batch(n: int = 1) -> Any:
+    batch = np.zeros((n, 224, 224, 3), np.uint8)
+    batch[..., 0] = 255
+    return batch
+
+
+def retry_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == "model_load_retry"]
+
+
+# --- success ----------------------------------------------------------------------------------
+
+
+async def test_loads_tflite_and_labels(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+) -> None:
+    model_url = serve_tflite(http_server, tiny_models)
+    labels_url = serve_labels(http_server, tiny_models)
+    settings = make_settings(model_url=model_url, labels_url=labels_url)
+
+    async with Runtime(settings, progress=False) as rt:
+        model = await rt.load_model()
+
+    assert model.name == model_url
+    assert model.classifier.backend == "litert"
+    assert model.classifier.num_classes == NUM_CLASSES
+    assert len(model.labels) == NUM_CLASSES
+    assert model.labels[GREY_CLASS] == "background"
+    assert model.labels[RED_CLASS] == f"Species {RED_CLASS}"
+    assert model.size_bytes == tiny_models.tflite.stat().st_size
+    assert model.from_cache is False
+    assert model.fetch_s > 0
+    assert model.load_s > 0
+    assert int(model.classifier.predict(red_batch(2)).argmax(axis=1)[1]) == RED_CLASS
+    assert http_server.hits == {MODEL_PATH: 1, LABELS_PATH: 1}
+    cache = tmp_path / "model-cache"
+    assert sorted(os.listdir(cache)) == sorted(
+        [cache_key(model_url), f"{cache_key(labels_url)}.labels"]
+    )
+
+
+async def test_second_runtime_loads_from_the_cache(
+    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(
+        model_url=serve_tflite(http_server, tiny_models),
+        labels_url=serve_labels(http_server, tiny_models),
+    )
+    async with Runtime(settings, progress=False) as rt:
+        first = await rt.load_model()
+
+    http_server.routes.clear()  # the "internet" is gone: only the cache can help now
+    async with Runtime(settings, progress=False) as rt:
+        second = await rt.load_model()
+
+    assert (first.from_cache, second.from_cache) == (False, True)
+    assert second.size_bytes == first.size_bytes
+    assert second.labels == first.labels
+    assert http_server.hits == {MODEL_PATH: 1, LABELS_PATH: 1}
+
+
+async def test_cache_off_leaves_nothing_behind(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(
+        model_url=serve_tflite(http_server, tiny_models),
+        labels_url=serve_labels(http_server, tiny_models),
+        model_cache_dir="",
+    )
+    assert settings.cache_path is None
+    temp_root = tmp_path / "tmp"  # this test's own temporary folder, not the shared /tmp
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+
+    async with Runtime(settings, progress=False) as rt:
+        model = await rt.load_model()
+        during = [p.name for p in temp_root.iterdir()]
+
+    assert model.from_cache is False
+    assert len(during) == 1  # a private folder while running...
+    assert during[0].startswith("birdwatch-model-")
+    assert list(temp_root.iterdir()) == []  # ...removed on exit
+    assert not (tmp_path / "model-cache").exists()
+
+
+@pytest.mark.tf
+async def test_loads_a_savedmodel_archive(
+    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+) -> None:
+    settings = make_settings(
+        model_url=http_server.add_bytes("/birds.tar.gz", tiny_models.tf2_archive.read_bytes()),
+        labels_url=serve_labels(http_server, tiny_models),
+    )
+
+    async with Runtime(settings, progress=False) as rt:
+        model = await rt.load_model()
+
+    assert model.classifier.backend == "tensorflow"
+    assert model.labels[GREY_CLASS] == "background"
+    assert int(model.classifier.predict(red_batch()).argmax()) == RED_CLASS
+
+
+async def test_the_pipeline_classifies_with_the_loaded_model(
+    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+) -> None:
+    model_url = serve_tflite(http_server, tiny_models)
+    settings = make_settings(
+        model_url=model_url,
+        labels_url=serve_labels(http_server, tiny_models),
+        max_batch_size=4,
+        max_batch_delay_ms=5,
+    )
+    red_url = http_server.add_bytes("/img/red.png", solid_png(RED), "image/png")
+    results: list[PredictionResult] = []
+
+    async def sink(item: WorkItem, result: PredictionResult) -> None:
+        results.append(result)
+
+    async with Runtime(settings, progress=False) as rt:
+        model_task = asyncio.create_task(rt.load_model())
+        pipeline = rt.pipeline(model_task, sink)
+        try:
+            pipeline.submit(ImageEvent(id="bird-1", url=red_url))
+            await pipeline.drain()
+        finally:
+            await pipeline.close()
+
+    [result] = results
+    assert result.status == "ok", result.error
+    assert result.id == "bird-1"
+    assert result.model == model_url
+    assert result.predictions[0].label_id == RED_CLASS
+    assert result.predictions[0].label == f"Species {RED_CLASS}"
+
+
+# --- retries and deadlines ----------------------------------------------------------------------
+
+
+async def test_transient_503_is_retried_with_growing_backoff(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    backoff: Backoff,
+) -> None:
+    model_url = add_flaky(http_server, MODEL_PATH, tiny_models.tflite.read_bytes(), failures=2)
+    settings = make_settings(model_url=model_url, labels_url=serve_labels(http_server, tiny_models))
+
+    async with Runtime(settings, progress=False) as rt:
+        with capture_logs() as logs:
+            model = await rt.load_model()
+
+    assert model.classifier.backend == "litert"
+    assert http_server.hits[MODEL_PATH] == 3
+    assert backoff.draws == [(0.8, 1.2), (0.8, 1.2)]
+    retries = retry_events(logs)
+    assert [r["attempt"] for r in retries] == [1, 2]
+    assert [r["retry_in_s"] for r in retries] == [round(0.5 * JITTER, 2), round(1.0 * JITTER, 2)]
+    assert all("HTTP 503" in r["reason"] for r in retries)
+
+
+async def test_transient_label_failure_is_retried(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    backoff: Backoff,
+) -> None:
+    labels_url = add_flaky(http_server, LABELS_PATH, tiny_models.labels_csv, failures=1)
+    # A slow model download: the label map's hiccup must not start a second, parallel one.
+    model_url = http_server.add_bytes(MODEL_PATH, tiny_models.tflite.read_bytes(), delay_s=0.3)
+    settings = make_settings(model_url=model_url, labels_url=labels_url)
+
+    async with Runtime(settings, progress=False) as rt:
+        model = await rt.load_model()
+
+    assert model.labels[GREY_CLASS] == "background"
+    assert backoff.draws == [(0.8, 1.2)]
+    assert http_server.hits[LABELS_PATH] == 2
+    assert http_server.hits[MODEL_PATH] == 1
+
+
+async def test_persistent_503_gives_up_before_the_deadline(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+) -> None:
+    model_url = http_server.add_bytes(MODEL_PATH, b"busy", "text/plain", status=503)
+    settings = make_settings(
+        model_url=model_url,
+        labels_url=serve_labels(http_server, tiny_models),
+        model_load_timeout_s=1.5,
+    )
+
+    started = time.monotonic()
+    async with Runtime(settings, progress=False) as rt:
+        with pytest.raises(ModelError, match="HTTP 503") as caught:
+            await rt.load_model()
+    elapsed = time.monotonic() - started
+
+    assert caught.value.retryable is True
+    assert elapsed < 1.5 + 0.5
+    # Backoff 0.5 s then 1 s (+-20 %): two or three attempts fit into 1.5 s.
+    assert http_server.hits[MODEL_PATH] in (2, 3)
+
+
+@pytest.mark.parametrize("path", [MODEL_PATH, LABELS_PATH])
+async def test_404_fails_at_once(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    path: str,
+) -> None:
+    model_url = serve_tflite(http_server, tiny_models)
+    labels_url = serve_labels(http_server, tiny_models)
+    http_server.add_bytes(path, b"gone", "text/plain", status=404)
+    settings = make_settings(model_url=model_url, labels_url=labels_url)
+
+    async with Runtime(settings, progress=False) as rt:
+        with capture_logs() as logs, pytest.raises(ModelError, match="HTTP 404") as caught:
+            await rt.load_model()
+
+    assert caught.value.retryable is False
+    assert http_server.hits[path] == 1
+    assert retry_events(logs) == []
+
+
+async def test_refused_connection_is_retried_until_the_deadline(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+) -> None:
+    settings = make_settings(
+        model_url=closed_port_url(),
+        labels_url=serve_labels(http_server, tiny_models),
+        model_load_timeout_s=1.5,
+    )
+
+    started = time.monotonic()
+    async with Runtime(settings, progress=False) as rt:
+        with capture_logs() as logs, pytest.raises(ModelError, match="ClientConnectorError"):
+            await rt.load_model()
+    elapsed = time.monotonic() - started
+
+    assert len(retry_events(logs)) >= 1
+    # It stops as soon as the next backoff would overrun the deadline, never after it.
+    assert 0.35 < elapsed < 1.5 + 0.5
+
+
+async def test_unanswered_request_hits_the_load_timeout(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    black_hole: str,
+) -> None:
+    settings = make_settings(
+        model_url=black_hole,
+        labels_url=serve_labels(http_server, tiny_models),
+        model_load_timeout_s=1.5,
+    )
+
+    started = time.monotonic()
+    async with Runtime(settings, progress=False) as rt:
+        with pytest.raises(ModelError, match=r"model not loaded within 1.5 s") as caught:
+            await rt.load_model()
+    elapsed = time.monotonic() - started
+
+    assert "BIRDWATCH_MODEL_LOAD_TIMEOUT_S" in str(caught.value)
+    assert 1.4 < elapsed < 3.0
+
+
+# --- permanent problems -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason", "model_hits"),
+    [
+        (b"id,name\n" + b"".join(b"%d,bird %d\n" % (i, i) for i in range(964)), "964 labels", 1),
+        (b"0,a\n1,b\n", "2 labels but the model has 965 classes", 1),
+        # A map that does not parse fails before the (large) model is downloaded at all.
+        ("0,Pic épeiche\n".encode("latin-1"), "not UTF-8", 0),
+        (b"0,a\n0,b\n", "duplicate id 0", 0),
+    ],
+    ids=["one-short", "tiny", "latin-1", "duplicate"],
+)
+async def test_unusable_labels_fail_without_retry(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    labels: bytes,
+    reason: str,
+    model_hits: int,
+) -> None:
+    settings = make_settings(
+        model_url=serve_tflite(http_server, tiny_models),
+        labels_url=http_server.add_bytes(LABELS_PATH, labels, "text/csv"),
+    )
+
+    async with Runtime(settings, progress=False) as rt:
+        with capture_logs() as logs, pytest.raises(ModelError, match=reason) as caught:
+            await rt.load_model()
+
+    assert caught.value.retryable is False
+    assert retry_events(logs) == []
+    assert http_server.hits.get(MODEL_PATH, 0) == model_hits
+    assert http_server.hits[LABELS_PATH] == 1
+
+
+async def test_html_instead_of_a_model_fails_without_retry(
+    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+) -> None:
+    page = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
+    settings = make_settings(
+        model_url=http_server.add_bytes(MODEL_PATH, page, "text/html"),
+        labels_url=serve_labels(http_server, tiny_models),
+    )
+
+    async with Runtime(settings, progress=False) as rt:
+        with pytest.raises(ModelError, match="neither a TFLite flatbuffer") as caught:
+            await rt.load_model()
+
+    assert caught.value.retryable is False
+    assert http_server.hits[MODEL_PATH] == 1
