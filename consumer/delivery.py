@@ -72,6 +72,8 @@ class AtLeastOnceDelivery:
         self._consumer = consumer
         self._metrics = metrics
         self._acks: set[asyncio.Task[None]] = set()
+        # One commit at a time: a stale offset list committed last would move the offset back.
+        self._lock = asyncio.Lock()
 
     async def deliver(self, outcome: Outcome) -> None:
         task = asyncio.create_task(self._send_until_acked(outcome))
@@ -103,16 +105,18 @@ class AtLeastOnceDelivery:
             return
 
     async def commit(self) -> None:
-        offsets = self.tracker.committable()
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions; their next owner redoes the uncommitted records.
-            log.warning("commit_failed", error=type(exc).__name__, detail=str(exc))
-            return
-        self.tracker.mark_committed(offsets)
+        async with self._lock:
+            offsets = self.tracker.committable()
+            if not offsets:
+                return
+            commit = {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+            try:
+                await self._consumer.commit(commit)
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance took the partitions; their next owner redoes the uncommitted records.
+                log.warning("commit_failed", error=type(exc).__name__, detail=str(exc))
+                return
+            self.tracker.mark_committed(offsets)
         log.debug(
             "committed", offsets={f"{tp.topic}-{tp.partition}": o for tp, o in offsets.items()}
         )

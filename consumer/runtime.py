@@ -17,7 +17,9 @@ from consumer.config import Settings
 from consumer.images import FetchPolicy, ImageFetcher, decode_image, make_image_session
 from consumer.model import LoadedModel, ModelError, ModelFetcher, load_classifier
 from consumer.model.backend import check_labels
+from consumer.model.fetch import likely_tflite
 from consumer.model.labels import parse_labels
+from consumer.model.tf_backend import preload_tensorflow
 from consumer.pipeline import Pipeline, PipelineConfig, Sink, StageObserver
 
 log = structlog.get_logger(__name__)
@@ -98,12 +100,22 @@ class Runtime:
     async def _load_once(self) -> LoadedModel:
         assert self.model_fetcher is not None
         s = self.settings
-        # Labels first: the small map is cheap to retry, and a failure in it must not leave the
-        # model download running unawaited beside the next attempt's (gather cancels nothing).
-        labels = parse_labels(await self.model_fetcher.fetch_labels(s.labels_url))
-        artifact = await self.model_fetcher.fetch_model(s.model_url)
-        start = time.perf_counter()
         loop = asyncio.get_running_loop()
+        if not likely_tflite(s.model_url):
+            # Import TensorFlow (seconds) in the inference thread while the model downloads.
+            loop.run_in_executor(self.inference_pool, preload_tensorflow)
+        labels_task = asyncio.create_task(self.model_fetcher.fetch_labels(s.labels_url))
+        model_task = asyncio.create_task(self.model_fetcher.fetch_model(s.model_url))
+        try:
+            label_bytes, artifact = await asyncio.gather(labels_task, model_task)
+        except BaseException:
+            # gather cancels nothing: stop the sibling so a retry never downloads twice at once.
+            for task in (labels_task, model_task):
+                task.cancel()
+            await asyncio.gather(labels_task, model_task, return_exceptions=True)
+            raise
+        labels = parse_labels(label_bytes)
+        start = time.perf_counter()
         classifier = await loop.run_in_executor(
             self.inference_pool, load_classifier, artifact, s.inference_threads
         )

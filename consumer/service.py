@@ -242,7 +242,9 @@ class KafkaService:
         interval = self.settings.commit_interval_ms / 1000
         while not stop.is_set():
             await asyncio.sleep(interval)
-            await self.delivery.commit()
+            # Shielded: cancelled halfway (at shutdown), a transaction could be committed yet not
+            # recorded as such, and the final commit would then publish its outcomes again.
+            await asyncio.shield(self.delivery.commit())
 
     async def _wait_finished(self, partitions: set[TopicPartition] | None, limit_s: float) -> None:
         deadline = time.monotonic() + limit_s

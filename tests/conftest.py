@@ -43,8 +43,12 @@ class LoopbackServer:
         return f"{self.base}{path}"
 
     def add_bytes(
-        self, path: str, body: bytes, content_type: str = "application/octet-stream",
-        status: int = 200, delay_s: float = 0.0,
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        status: int = 200,
+        delay_s: float = 0.0,
     ) -> str:
         async def handler(request: web.Request) -> web.StreamResponse:
             if delay_s:
@@ -105,7 +109,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     """Settings built from keyword overrides only (no environment, no .env)."""
 
     def build(**overrides: object) -> Settings:
@@ -119,7 +123,7 @@ def make_settings(tmp_path: Path) -> Iterator[Callable[..., Settings]]:
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
-    yield build
+    return build
 
 
 @pytest.fixture(scope="session")

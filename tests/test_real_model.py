@@ -29,7 +29,9 @@ pytestmark = pytest.mark.skipif(
 
 
 async def test_real_model_recognises_the_expected_species(
-    http_server: LoopbackServer, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    http_server: LoopbackServer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = Path(REAL_MODEL_DIR)

@@ -25,6 +25,7 @@ import structlog
 from yarl import URL
 
 from consumer.model.errors import ModelError
+from consumer.model.labels import parse_labels
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,12 @@ def download_url(handle: str) -> str:
     if "/lite-model/" in url.path:
         return str(url.update_query({"lite-format": "tflite"}))
     return str(url.update_query({"tf-hub-format": "compressed"}))
+
+
+def likely_tflite(handle: str) -> bool:
+    """A guess from the URL alone, used only to start importing TensorFlow early."""
+    url = URL(handle)
+    return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
 
 
 def sniff_kind(head: bytes) -> Literal["tflite", "targz", "tar"]:
@@ -141,6 +148,7 @@ class ModelFetcher:
             return path.read_bytes()
         start = time.perf_counter()
         data = await self._get_bytes(url)
+        parse_labels(data)  # never cache a map we cannot read (an HTML error page, say)
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
@@ -208,7 +216,8 @@ def _unpack(blob: Path, staging: Path) -> ModelKind:
     target.mkdir()  # an archive without members creates nothing
     try:
         with tarfile.open(blob, "r:*") as archive:
-            # The "data" filter refuses absolute paths, "..", links out of the tree and devices.
+            # The "data" filter refuses "..", links out of the tree and devices, and strips
+            # leading slashes so absolute names land inside the folder.
             archive.extractall(target, filter="data")
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelError(f"cannot unpack the model archive: {exc}") from None

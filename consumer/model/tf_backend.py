@@ -67,6 +67,16 @@ class TensorFlowClassifier:
         return out
 
 
+def preload_tensorflow() -> None:
+    """Import TensorFlow ahead of need; it costs seconds, so it overlaps the download."""
+    try:
+        import tensorflow  # noqa: F401
+        import tensorflow_hub  # noqa: F401
+    except ImportError:  # pragma: no cover - the tf extra is not installed
+        return
+    _drop_absl_handler()
+
+
 def _pick_signature(module: Any) -> tuple[str, Any]:
     signatures = getattr(module, "signatures", {})
     for name in _SIGNATURES:

@@ -68,9 +68,17 @@ async def test_json_output_one_result_per_line_in_input_order(
     results = [orjson.loads(line) for line in lines]
     assert [r["url"] for r in results] == urls
     assert [r["id"] for r in results] == [str(i) for i in range(1, 7)]
-    top1 = {r["url"].rsplit("/", 1)[1]: r["predictions"][0]["label_id"] for r in results if r["status"] == "ok"}
-    assert top1 == {"red.jpg": RED_CLASS, "green.png": GREEN_CLASS, "blue.jpg": BLUE_CLASS,
-                    "grey.jpg": GREY_CLASS}
+    top1 = {
+        r["url"].rsplit("/", 1)[1]: r["predictions"][0]["label_id"]
+        for r in results
+        if r["status"] == "ok"
+    }
+    assert top1 == {
+        "red.jpg": RED_CLASS,
+        "green.png": GREEN_CLASS,
+        "blue.jpg": BLUE_CLASS,
+        "grey.jpg": GREY_CLASS,
+    }
     grey = results[5]
     assert grey["predictions"][0]["label"] == "background"
     assert len(grey["predictions"]) == 3
@@ -121,8 +129,11 @@ async def test_tensorflow_savedmodel_backend(
 
 
 async def test_private_addresses_are_refused_but_the_model_still_loads(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BIRDWATCH_MODEL_CACHE_DIR", str(tmp_path / "cache"))
     serve_model(http_server, tiny_models)
@@ -145,8 +156,11 @@ async def test_private_addresses_are_refused_but_the_model_still_loads(
 
 @pytest.mark.usefixtures("private_ok")
 async def test_urls_from_file_and_stdin(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str],
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     serve_model(http_server, tiny_models)
     red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
@@ -164,7 +178,9 @@ async def test_urls_from_file_and_stdin(
 
 @pytest.mark.usefixtures("private_ok")
 async def test_no_urls_means_the_sample_images(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str],
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     serve_model(http_server, tiny_models)
@@ -241,8 +257,13 @@ async def test_console_script_prints_only_json_on_stdout(
         "BIRDWATCH_LOG_LEVEL": "debug",
     }
     proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("birdwatch")), "classify", "--json", red,
-        http_server.url("/nope.jpg"), env=env, stdout=asyncio.subprocess.PIPE,
+        str(Path(sys.executable).with_name("birdwatch")),
+        "classify",
+        "--json",
+        red,
+        http_server.url("/nope.jpg"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
@@ -250,6 +271,8 @@ async def test_console_script_prints_only_json_on_stdout(
     lines = out.decode().splitlines()
     assert [orjson.loads(line)["status"] for line in lines] == ["ok", "error"]
     logged = [orjson.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
-    per_image = [e for e in logged if e["event"] in ("image_fetched", "image_decoded", "image_failed")]
+    per_image = [
+        e for e in logged if e["event"] in ("image_fetched", "image_decoded", "image_failed")
+    ]
     assert per_image
     assert all("id" in e and "url" in e for e in per_image)

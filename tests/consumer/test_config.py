@@ -17,7 +17,8 @@ def test_defaults_are_the_tf_hub_model_and_safe_fetching() -> None:
     assert s.max_batch_size == 32
     assert s.log_format is LogFormat.AUTO
     assert s.processing_guarantee is ProcessingGuarantee.AT_LEAST_ONCE
-    assert s.cache_path is not None and s.cache_path.name == "models"
+    assert s.cache_path is not None
+    assert s.cache_path.name == "models"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

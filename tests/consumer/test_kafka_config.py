@@ -25,8 +25,11 @@ def test_sasl_ssl_passes_credentials_and_ca(
 
     ca = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
     settings = make_settings(
-        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="bird", kafka_sasl_password="s3cret-pw", kafka_ssl_cafile=str(ca),
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="bird",
+        kafka_sasl_password="s3cret-pw",
+        kafka_ssl_cafile=str(ca),
     )
     options = client_options(settings)
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
@@ -39,7 +42,8 @@ def test_connection_description_and_logs_never_hold_the_password(
     make_settings: Callable[..., Settings],
 ) -> None:
     settings = make_settings(
-        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="bird",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_username="bird",
         kafka_sasl_password="s3cret-pw",
     )
     out = io.StringIO()

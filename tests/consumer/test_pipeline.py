@@ -115,7 +115,12 @@ async def make_pipeline() -> Callable[..., Harness]:
         inference_pool = ThreadPoolExecutor(1, "inference")
         pools.extend([decode_pool, inference_pool])
         pipeline = Pipeline(
-            fetcher, fake_decode, model, sink, decode_pool, inference_pool,
+            fetcher,
+            fake_decode,
+            model,
+            sink,
+            decode_pool,
+            inference_pool,
             PipelineConfig("fake-model", max_batch_size, max_batch_delay_s),
         )
         pipelines.append(pipeline)
@@ -143,7 +148,9 @@ async def test_every_event_gets_its_top3(make_pipeline: Callable[..., Harness]) 
         result = got[f"e{i}"]
         assert result.status == "ok"
         assert [p.label_id for p in result.predictions] == [
-            i % CLASSES, (i + 1) % CLASSES, (i + 2) % CLASSES
+            i % CLASSES,
+            (i + 1) % CLASSES,
+            (i + 2) % CLASSES,
         ]
         assert result.predictions[0].label == LABELS[i % CLASSES]
         assert result.model == "fake-model"
@@ -166,9 +173,12 @@ async def test_failed_images_do_not_sink_the_batch(make_pipeline: Callable[..., 
     await h.pipeline.drain()
     got = h.by_id()
     assert got["e1"].status == got["e5"].status == "ok"
-    assert got["e2"].error is not None and got["e2"].error.code is ErrorCode.HTTP_STATUS
-    assert got["e3"].error is not None and got["e3"].error.code is ErrorCode.NOT_AN_IMAGE
-    assert got["e4"].error is not None and got["e4"].error.code is ErrorCode.INTERNAL
+    assert got["e2"].error is not None
+    assert got["e2"].error.code is ErrorCode.HTTP_STATUS
+    assert got["e3"].error is not None
+    assert got["e3"].error.code is ErrorCode.NOT_AN_IMAGE
+    assert got["e4"].error is not None
+    assert got["e4"].error.code is ErrorCode.INTERNAL
     assert got["e2"].predictions == []
     assert got["e2"].model == "fake-model"
 

@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from schemas import ErrorCode, ImageEvent, InvalidEventError, Prediction, PredictionResult, parse_event
+from schemas import (
+    ErrorCode,
+    ImageEvent,
+    InvalidEventError,
+    Prediction,
+    PredictionResult,
+    parse_event,
+)
 
 
 def test_parses_a_full_event() -> None:

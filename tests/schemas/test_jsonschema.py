@@ -34,7 +34,11 @@ def _schema(name: str) -> dict[str, object]:
 def test_schemas_accept_real_payloads_and_reject_bad_ones() -> None:
     event_schema = _schema("image_event.schema.json")
     jsonschema.validate({"id": "a", "url": "https://h/x.jpg"}, event_schema)
-    for bad in ({"id": "a", "url": "file:///x"}, {"url": "http://h/x"}, {"id": "", "url": "http://h"}):
+    for bad in (
+        {"id": "a", "url": "file:///x"},
+        {"url": "http://h/x"},
+        {"id": "", "url": "http://h"},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, event_schema)
 

@@ -275,17 +275,22 @@ async def test_transient_label_failure_is_retried(
     backoff: Backoff,
 ) -> None:
     labels_url = add_flaky(http_server, LABELS_PATH, tiny_models.labels_csv, failures=1)
-    # A slow model download: the label map's hiccup must not start a second, parallel one.
+    # A slow model download: the label map's hiccup cancels it rather than leaving it running.
     model_url = http_server.add_bytes(MODEL_PATH, tiny_models.tflite.read_bytes(), delay_s=0.3)
     settings = make_settings(model_url=model_url, labels_url=labels_url)
 
     async with Runtime(settings, progress=False) as rt:
         model = await rt.load_model()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert all(t.done() for t in others if "fetch_model" in repr(t.get_coro()))
 
     assert model.labels[GREY_CLASS] == "background"
     assert backoff.draws == [(0.8, 1.2)]
     assert http_server.hits[LABELS_PATH] == 2
-    assert http_server.hits[MODEL_PATH] == 1
+    assert http_server.hits[MODEL_PATH] in (1, 2)
+    cache = Path(settings.model_cache_dir)
+    assert not list(cache.glob(".staging-*"))
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1
 
 
 async def test_persistent_503_gives_up_before_the_deadline(
@@ -385,9 +390,9 @@ async def test_unanswered_request_hits_the_load_timeout(
     [
         (b"id,name\n" + b"".join(b"%d,bird %d\n" % (i, i) for i in range(964)), "964 labels", 1),
         (b"0,a\n1,b\n", "2 labels but the model has 965 classes", 1),
-        # A map that does not parse fails before the (large) model is downloaded at all.
-        ("0,Pic épeiche\n".encode("latin-1"), "not UTF-8", 0),
-        (b"0,a\n0,b\n", "duplicate id 0", 0),
+        # A map that does not parse cancels the model download running beside it.
+        ("0,Pic épeiche\n".encode("latin-1"), "not UTF-8", 1),
+        (b"0,a\n0,b\n", "duplicate id 0", 1),
     ],
     ids=["one-short", "tiny", "latin-1", "duplicate"],
 )
@@ -410,7 +415,7 @@ async def test_unusable_labels_fail_without_retry(
 
     assert caught.value.retryable is False
     assert retry_events(logs) == []
-    assert http_server.hits.get(MODEL_PATH, 0) == model_hits
+    assert http_server.hits.get(MODEL_PATH, 0) <= model_hits
     assert http_server.hits[LABELS_PATH] == 1
 
 
