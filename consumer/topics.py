@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TextIO
 
 import orjson
@@ -56,7 +57,7 @@ async def publish(settings: Settings, urls: list[str], as_json: bool, out: TextI
         for url in urls:
             event_id = uuid.uuid4().hex
             try:
-                event = ImageEvent(id=event_id, url=url)
+                event = ImageEvent(id=event_id, url=url, submitted_at=datetime.now(UTC))
             except ValidationError:
                 bad += 1
                 log.error("invalid_url", url=url[:200])
