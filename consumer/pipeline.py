@@ -168,6 +168,8 @@ class Pipeline:
 
     async def _prepare(self, item: WorkItem) -> None:
         event = item.event
+        # This task's own context: every line logged below it (retries too) names the image.
+        structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
             start = self._clock()
             data = await self._fetcher.fetch(event.url)

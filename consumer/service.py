@@ -13,6 +13,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,10 @@ class KafkaService:
         self._paused = False
         eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         common = client_options(settings)
+        # The group waits this long for a member to rejoin: longer than our revoke handler may
+        # take, or the member is dropped mid-revoke and its work redone (aiokafka's default is
+        # the session timeout). The JoinGroup request may take as long.
+        rebalance_ms = settings.session_timeout_ms + int(settings.revoke_timeout_s * 1000)
         self.consumer = AIOKafkaConsumer(
             **common,
             group_id=settings.group_id,
@@ -95,6 +100,8 @@ class KafkaService:
             isolation_level="read_committed" if eos else "read_uncommitted",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(500, settings.session_timeout_ms // 4),
+            rebalance_timeout_ms=rebalance_ms,
+            request_timeout_ms=max(40_000, rebalance_ms + 5_000),
             client_id=f"birdwatch-{settings.instance_id or socket.gethostname()}",
         )
         txn_id = f"birdwatch-{settings.group_id}-{settings.instance_id or _process_name()}"
@@ -340,5 +347,6 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
 
 
 def _process_name() -> str:
-    # Without an instance id, a process-unique id keeps two local consumers from fencing each other.
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # Without an instance id, a member-unique id keeps two local consumers (also two in one
+    # process) from fencing each other.
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

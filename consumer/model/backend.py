@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from consumer.model.errors import ModelError
 from consumer.model.fetch import ModelArtifact
+from consumer.native_logs import quiet_native_stderr
 
 log = structlog.get_logger(__name__)
 
@@ -50,16 +51,17 @@ def load_classifier(artifact: ModelArtifact, threads: int) -> Classifier:
     """
     start = time.perf_counter()
     classifier: Classifier
-    if artifact.kind == "tflite":
-        from consumer.model.litert_backend import LiteRTClassifier
+    with quiet_native_stderr():
+        if artifact.kind == "tflite":
+            from consumer.model.litert_backend import LiteRTClassifier
 
-        classifier = LiteRTClassifier(artifact.path, threads)
-    else:
-        from consumer.model.tf_backend import TensorFlowClassifier
+            classifier = LiteRTClassifier(artifact.path, threads)
+        else:
+            from consumer.model.tf_backend import TensorFlowClassifier
 
-        classifier = TensorFlowClassifier(artifact.path, threads)
-    loaded_s = time.perf_counter() - start
-    warm = classifier.predict(np.zeros((1, *INPUT_SHAPE), dtype=np.uint8))
+            classifier = TensorFlowClassifier(artifact.path, threads)
+        loaded_s = time.perf_counter() - start
+        warm = classifier.predict(np.zeros((1, *INPUT_SHAPE), dtype=np.uint8))
     if warm.shape != (1, classifier.num_classes):
         raise ModelError(
             f"warm-up returned shape {warm.shape}, expected (1, {classifier.num_classes})"

@@ -137,7 +137,7 @@ class ModelFetcher:
             kind=kind,
             bytes=size,
             seconds=round(elapsed, 3),
-            cached=self._cached,
+            cache_enabled=self._cached,
         )
         return ModelArtifact(handle, kind, path, size, False, elapsed)
 

@@ -11,6 +11,7 @@ import structlog
 from numpy.typing import NDArray
 
 from consumer.model.errors import ModelError
+from consumer.native_logs import quiet_native_stderr
 
 log = structlog.get_logger(__name__)
 
@@ -70,8 +71,9 @@ class TensorFlowClassifier:
 def preload_tensorflow() -> None:
     """Import TensorFlow ahead of need; it costs seconds, so it overlaps the download."""
     try:
-        import tensorflow  # noqa: F401
-        import tensorflow_hub  # noqa: F401
+        with quiet_native_stderr():
+            import tensorflow  # noqa: F401
+            import tensorflow_hub  # noqa: F401
     except ImportError:  # pragma: no cover - the tf extra is not installed
         return
     _drop_absl_handler()
