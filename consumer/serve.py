@@ -24,8 +24,7 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
     """Serve until SIGTERM/SIGINT (or `stop`); returns the exit code. Raises ModelError."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    signals = _install_signal_handlers(loop, stop)
     metrics = Metrics()
     state = ServiceState()
     service: KafkaService | None = None
@@ -59,9 +58,24 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
         raise
     finally:
         await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     return 0
+
+
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, stop: asyncio.Event
+) -> list[signal.Signals]:
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, _request_stop, stop, sig)
+        except (RuntimeError, ValueError):
+            # Only the main thread can take signals (e.g. not when embedded in a test thread).
+            log.debug("signal_handler_unavailable", signal=sig.name)
+            continue
+        installed.append(sig)
+    return installed
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
