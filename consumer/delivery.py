@@ -15,13 +15,30 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 
 log = structlog.get_logger(__name__)
+
+# After these the transactional producer can do nothing more (aiokafka stops its sender).
+_FATAL_PRODUCER_ERRORS = (
+    ProducerFenced,
+    OutOfOrderSequenceNumber,
+    TransactionalIdAuthorizationFailed,
+)
+
+
+class DeliveryFailedError(KafkaError):  # type: ignore[misc]
+    """The producer can deliver nothing more (e.g. it was fenced); the member must restart."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +68,10 @@ class Delivery(Protocol):
     async def deliver(self, outcome: Outcome) -> None: ...
 
     async def commit(self) -> None: ...
+
+    def pending(self) -> int:
+        """Outcomes finished but not yet durable: they still count against the in-flight bound."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -124,6 +145,9 @@ class AtLeastOnceDelivery:
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         self.tracker.forget(partitions)
 
+    def pending(self) -> int:
+        return 0  # an outcome is finished once acknowledged, i.e. durable
+
     async def close(self) -> None:
         for task in list(self._acks):
             task.cancel()
@@ -140,6 +164,7 @@ class ExactlyOnceDelivery:
         self._metrics = metrics
         self._ready: dict[TopicPartition, dict[int, Outcome]] = {}
         self._lock = asyncio.Lock()
+        self._failed: DeliveryFailedError | None = None
 
     async def deliver(self, outcome: Outcome) -> None:
         ref = outcome.ref
@@ -149,7 +174,11 @@ class ExactlyOnceDelivery:
         self.tracker.finished(ref.tp, ref.offset)
 
     async def commit(self) -> None:
+        """Commit the finished prefix in one transaction; raises `DeliveryFailedError` once the
+        producer is unusable (then on every call)."""
         async with self._lock:
+            if self._failed is not None:
+                raise self._failed
             offsets = self.tracker.committable()
             if not offsets:
                 return
@@ -158,6 +187,11 @@ class ExactlyOnceDelivery:
                 batch.extend(o for off, o in sorted(self._ready.get(tp, {}).items()) if off < safe)
             try:
                 await self._transact(batch, offsets)
+            except _FATAL_PRODUCER_ERRORS as exc:
+                # Fenced by a newer producer with our transactional id, or our transaction
+                # outlived transaction_timeout_ms: this producer may not write again.
+                self._failed = DeliveryFailedError(str(exc))
+                raise self._failed from exc
             except KafkaError as exc:
                 log.warning(
                     "transaction_failed",
@@ -185,6 +219,9 @@ class ExactlyOnceDelivery:
         for tp in parts:
             self._ready.pop(tp, None)
         self.tracker.forget(parts)
+
+    def pending(self) -> int:
+        return sum(len(outcomes) for outcomes in self._ready.values())
 
     async def close(self) -> None:
         return None

@@ -25,6 +25,7 @@ from consumer.config import ProcessingGuarantee, Settings
 from consumer.delivery import (
     AtLeastOnceDelivery,
     Delivery,
+    DeliveryFailedError,
     ExactlyOnceDelivery,
     Outcome,
     RecordRef,
@@ -85,6 +86,7 @@ class KafkaService:
         self._model = model
         self._owned: set[TopicPartition] = set()
         self._paused = False
+        self._failure: DeliveryFailedError | None = None
         eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
         common = client_options(settings)
         # The group waits this long for a member to rejoin: longer than our revoke handler may
@@ -142,14 +144,15 @@ class KafkaService:
         await self.consumer.stop()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set, then shut down gracefully."""
+        """Consume until `stop` is set, then shut down gracefully. Raises `DeliveryFailedError`,
+        after the shutdown, when the producer could deliver nothing more."""
         tasks = [
             asyncio.create_task(self._commit_loop(stop), name="committer"),
             asyncio.create_task(self._report_loop(stop), name="reporter"),
         ]
         try:
-            while not stop.is_set():
-                room = self.settings.max_in_flight - self.delivery.tracker.unfinished()
+            while not stop.is_set() and self._failure is None:
+                room = self.settings.max_in_flight - self._in_flight()
                 self._apply_backpressure(room)
                 batch = await self.consumer.getmany(timeout_ms=100, max_records=max(1, room))
                 for tp, records in batch.items():
@@ -157,6 +160,12 @@ class KafkaService:
                         await self._accept(tp, record)
         finally:
             await self._shutdown(tasks)
+        if self._failure is not None:
+            raise self._failure
+
+    def _in_flight(self) -> int:
+        # Exactly-once outcomes wait for their transaction: they count until it commits.
+        return self.delivery.tracker.unfinished() + self.delivery.pending()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         started = time.monotonic()
@@ -167,7 +176,7 @@ class KafkaService:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.delivery.commit()
+        await self._commit()
         left = self.delivery.tracker.unfinished()
         await self.pipeline.close()
         await self.delivery.close()
@@ -247,11 +256,21 @@ class KafkaService:
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.commit_interval_ms / 1000
-        while not stop.is_set():
+        while not stop.is_set() and self._failure is None:
             await asyncio.sleep(interval)
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Commit what is done; a producer that can deliver nothing more fails the member."""
+        try:
             # Shielded: cancelled halfway (at shutdown), a transaction could be committed yet not
             # recorded as such, and the final commit would then publish its outcomes again.
             await asyncio.shield(self.delivery.commit())
+        except DeliveryFailedError as exc:
+            if self._failure is None:
+                log.error("delivery_failed", detail=str(exc))
+                self._failure = exc
+                self.state.failed = True
 
     async def _wait_finished(self, partitions: set[TopicPartition] | None, limit_s: float) -> None:
         deadline = time.monotonic() + limit_s
@@ -266,7 +285,7 @@ class KafkaService:
             in_flight=self.delivery.tracker.unfinished(revoked),
         )
         await self._wait_finished(revoked, self.settings.revoke_timeout_s)
-        await self.delivery.commit()
+        await self._commit()
         # Whatever is still in flight for them is dropped: their next owner redoes it.
         self.delivery.forget(revoked)
         self._owned -= revoked

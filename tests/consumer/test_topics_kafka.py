@@ -1,0 +1,142 @@
+"""`birdwatch topics create`, `publish` and `results` against the real broker (CLI in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumer import cli
+from consumer.config import Settings
+from tests.conftest import LoopbackServer, TinyModels
+from tests.images import RED, solid_jpeg
+from tests.kafka_support import (
+    InProcessService,
+    Names,
+    TopicReader,
+    read_topic,
+    serve_model,
+    unique_names,
+)
+from tests.support.models import RED_CLASS
+
+pytestmark = pytest.mark.kafka
+
+SettingsFactory = Callable[..., Settings]
+
+
+async def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = await asyncio.wait_for(asyncio.to_thread(cli.main, list(args)), timeout=60)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def names(monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str) -> Names:
+    """Fresh topic and group names, given to the CLI through the environment."""
+    chosen = unique_names("cli")
+    monkeypatch.setenv("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("BIRDWATCH_LOG_FORMAT", "json")
+    for name, value in chosen.env().items():
+        monkeypatch.setenv(name, value)
+    return chosen
+
+
+async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    return {d["topic"]: len(d["partitions"]) for d in described}
+
+
+async def test_topics_create_is_idempotent(
+    names: Names, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await run_cli(capsys, "topics", "create", "--partitions", "3")
+    assert code == 0
+    assert out.splitlines() == [
+        f"{names.input}: created",
+        f"{names.results}: created",
+        f"{names.dlq}: created",
+    ]
+    topics = [names.input, names.results, names.dlq]
+    assert await partition_counts(kafka_bootstrap, topics) == dict.fromkeys(topics, 3)
+
+    code, out, _ = await run_cli(capsys, "topics", "create")
+    assert code == 0
+    assert out.splitlines() == [
+        f"{names.input}: exists",
+        f"{names.results}: exists",
+        f"{names.dlq}: exists",
+    ]
+    assert await partition_counts(kafka_bootstrap, topics) == dict.fromkeys(topics, 3)
+
+
+async def test_publish_then_results_end_to_end(
+    names: Names,
+    kafka_bootstrap: str,
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: SettingsFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (await run_cli(capsys, "topics", "create", "--partitions", "2"))[0] == 0
+    urls = [
+        http_server.add_bytes(f"/img/red{i}.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg")
+        for i in range(3)
+    ]
+    code, out, _ = await run_cli(capsys, "publish", "--json", *urls, "ftp://example.org/x.jpg")
+    assert code == 1  # one URL was refused, the others published
+    printed = [orjson.loads(line) for line in out.splitlines()]
+    assert [p["url"] for p in printed] == urls
+    ids = [p["id"] for p in printed]
+    assert len(set(ids)) == 3
+
+    # The events landed on the input topic, keyed by their ids.
+    events = await read_topic(kafka_bootstrap, names.input)
+    assert sorted(r.key.decode() for r in events) == sorted(ids)
+    assert {orjson.loads(r.value)["id"]: orjson.loads(r.value)["url"] for r in events} == dict(
+        zip(ids, urls, strict=True)
+    )
+
+    model = serve_model(http_server, tiny_models)
+    service = await InProcessService.start(
+        make_settings(kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings())
+    )
+    try:
+        async with TopicReader(kafka_bootstrap, names.results) as reader:
+            await reader.wait_for_ids(set(ids), timeout_s=60)
+    finally:
+        await service.stop()
+
+    code, out, _ = await run_cli(
+        capsys, "results", "--json", "--from-beginning", "--max", "3", "--timeout", "20"
+    )
+    assert code == 0
+    results = [orjson.loads(line) for line in out.splitlines()]
+    assert sorted(r["id"] for r in results) == sorted(ids)
+    assert {r["status"] for r in results} == {"ok"}
+    assert {r["predictions"][0]["label_id"] for r in results} == {RED_CLASS}
+
+    # Human-readable, and stopping after --timeout seconds without a new result.
+    code, out, _ = await run_cli(capsys, "results", "--from-beginning", "--timeout", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert all(f" ok Species {RED_CLASS} " in line for line in lines)
+    assert sorted(line.split()[0] for line in lines) == sorted(ids)
+
+
+async def test_publish_without_urls_is_a_usage_error(
+    names: Names, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = await run_cli(capsys, "publish")
+    assert code == 2
+    assert out == ""
+    assert "no URLs" in err
