@@ -306,7 +306,7 @@ class KafkaService:
         next_summary = last_time + self.settings.summary_interval_s
         while not stop.is_set():
             await asyncio.sleep(min(5.0, self.settings.summary_interval_s))
-            lag = self._update_lag()
+            lag = await self._update_lag()
             now = time.monotonic()
             if now < next_summary:
                 continue
@@ -326,13 +326,17 @@ class KafkaService:
                 now + self.settings.summary_interval_s,
             )
 
-    def _update_lag(self) -> int:
+    async def _update_lag(self) -> int:
+        """Records between what we have read (or committed, before the first read) and the end."""
         total = 0
         for tp in list(self._owned):
             end = self.consumer.highwater(tp)
             if end is None:
                 continue
             position = self.delivery.tracker.next_offset(tp)
+            if position is None:
+                with contextlib.suppress(Exception):
+                    position = await self.consumer.committed(tp)
             if position is None:
                 continue
             lag = max(0, end - position)
