@@ -71,6 +71,9 @@ class PipelineConfig:
     max_batch_delay_s: float = 0.05
     # Batches waiting for the inference thread besides the one it runs: keeps the CPU fed.
     queued_batches: int = 1
+    # Images downloading or waiting to be decoded at once: bounds the raw bytes held in memory
+    # (at most this many bodies of up to the size cap) when decoding falls behind.
+    max_undecoded: int = 32
 
 
 class _Wake:
@@ -110,6 +113,7 @@ class Pipeline:
         )
         self._preparing: set[asyncio.Task[None]] = set()
         self._fetching = 0  # items not yet fetched and decoded (or failed)
+        self._undecoded = asyncio.Semaphore(config.max_undecoded)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -171,21 +175,8 @@ class Pipeline:
         # This task's own context: every line logged below it (retries too) names the image.
         structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
-            start = self._clock()
-            data = await self._fetcher.fetch(event.url)
-            fetched = self._clock()
-            self._note(item, "fetch", fetched - start)
-            log.debug(
-                "image_fetched",
-                id=event.id,
-                url=event.url,
-                bytes=len(data),
-                ms=item.timings_ms["fetch"],
-            )
-            loop = asyncio.get_running_loop()
-            image = await loop.run_in_executor(self._decode_pool, self._decode, data)
-            self._note(item, "decode", self._clock() - fetched)
-            log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
+            async with self._undecoded:
+                image = await self._fetch_and_decode(item)
         except ImageError as exc:
             await self._fail(item, exc.code, exc.message)
         except Exception as exc:
@@ -199,6 +190,25 @@ class Pipeline:
             self._fetching -= 1
             if self._fetching == 0:
                 self._ready.put_nowait(_WAKE)
+
+    async def _fetch_and_decode(self, item: WorkItem) -> NDArray[np.uint8]:
+        event = item.event
+        start = self._clock()
+        data = await self._fetcher.fetch(event.url)
+        fetched = self._clock()
+        self._note(item, "fetch", fetched - start)
+        log.debug(
+            "image_fetched",
+            id=event.id,
+            url=event.url,
+            bytes=len(data),
+            ms=item.timings_ms["fetch"],
+        )
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(self._decode_pool, self._decode, data)
+        self._note(item, "decode", self._clock() - fetched)
+        log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
+        return image
 
     def _note(self, item: WorkItem, stage: str, seconds: float) -> None:
         item.timings_ms[stage] = round(seconds * 1000, 3)

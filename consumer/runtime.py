@@ -153,6 +153,7 @@ class Runtime:
                 model_name=s.model_url,
                 max_batch_size=s.max_batch_size,
                 max_batch_delay_s=s.max_batch_delay_ms / 1000,
+                max_undecoded=s.fetch_concurrency,
             ),
             observer=observer,
         )

@@ -269,3 +269,48 @@ async def test_in_flight_counts_until_the_sink_returns(
     await h.pipeline.drain()
     assert h.pipeline.in_flight == 0
     assert h.pipeline.model is not None
+
+
+async def test_raw_bytes_held_are_bounded_when_decoding_falls_behind() -> None:
+    """At most `max_undecoded` bodies are downloading or waiting for a decode thread."""
+    active = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    class CountingFetcher(FakeFetcher):
+        async def fetch(self, url: str) -> bytes:
+            with lock:
+                active["now"] += 1
+                active["max"] = max(active["max"], active["now"])
+            return await super().fetch(url)
+
+    def slow_decode(data: bytes) -> NDArray[np.uint8]:
+        threading.Event().wait(0.02)
+        with lock:
+            active["now"] -= 1
+        return fake_decode(data)
+
+    results: list[PredictionResult] = []
+
+    async def sink(item: WorkItem, result: PredictionResult) -> None:
+        results.append(result)
+
+    async def model() -> LoadedModel:
+        return loaded(FakeClassifier())
+
+    with ThreadPoolExecutor(1) as decode_pool, ThreadPoolExecutor(1) as inference_pool:
+        pipeline = Pipeline(
+            CountingFetcher(),
+            slow_decode,
+            model,
+            sink,
+            decode_pool,
+            inference_pool,
+            PipelineConfig("m", max_batch_size=8, max_undecoded=2),
+        )
+        for i in range(12):
+            pipeline.submit(event(i))
+        await asyncio.wait_for(pipeline.drain(), timeout=10)
+        await pipeline.close()
+    assert len(results) == 12
+    assert all(r.status == "ok" for r in results)
+    assert active["max"] == 2
