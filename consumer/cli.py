@@ -51,15 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "image was classified, 1 when some failed (the others are still printed), 2 on a "
         "configuration or model error.",
     )
-    classify.add_argument("urls", nargs="*", metavar="URL", help="image URLs (http or https)")
-    classify.add_argument(
-        "--file",
-        "-f",
-        type=Path,
-        metavar="FILE",
-        help="read more URLs from FILE, one per line ('-' for stdin; blank lines and # comments "
-        "are skipped)",
-    )
+    _add_url_inputs(classify)
     classify.add_argument(
         "--json",
         action="store_true",
@@ -72,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "BIRDWATCH_INPUT_TOPIC and publish one PredictionResult per record to "
         "BIRDWATCH_RESULTS_TOPIC (unparseable records go to BIRDWATCH_DLQ_TOPIC). Serves "
         "/healthz, /readyz and /metrics on BIRDWATCH_HTTP_PORT. Stops gracefully on SIGTERM or "
-        "SIGINT. Exit status: 0 after a graceful stop, 2 on a configuration or model error.",
+        "SIGINT. Exit status: 0 after a graceful stop, 1 when Kafka refused the member's writes "
+        "(e.g. it was fenced), 2 on a configuration or model error.",
     )
 
     topics = sub.add_parser("topics", help="manage the Kafka topics")
@@ -89,14 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Produce one ImageEvent per URL, with a generated id. Exit status 1 when "
         "some URL is not a valid http(s) URL (the others are published).",
     )
-    publish.add_argument("urls", nargs="*", metavar="URL", help="image URLs")
-    publish.add_argument(
-        "--file",
-        "-f",
-        type=Path,
-        metavar="FILE",
-        help="read more URLs from FILE, one per line ('-' for stdin)",
-    )
+    _add_url_inputs(publish)
     publish.add_argument(
         "--json", action="store_true", help='print {"id", "url"} per published event as JSON lines'
     )
@@ -126,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one PredictionResult JSON object per line"
     )
     return parser
+
+
+def _add_url_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("urls", nargs="*", metavar="URL", help="image URLs (http or https)")
+    parser.add_argument(
+        "--file",
+        "-f",
+        type=Path,
+        metavar="FILE",
+        help="read more URLs from FILE, one per line ('-' for stdin; blank lines and # comments "
+        "are skipped)",
+    )
 
 
 def _positive(text: str) -> int:

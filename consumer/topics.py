@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from pydantic import ValidationError
 
 from consumer.config import ProcessingGuarantee, Settings
@@ -24,25 +23,26 @@ log = structlog.get_logger(__name__)
 
 
 async def create_topics(settings: Settings, partitions: int, replication: int, out: TextIO) -> int:
-    """Create the input, results and DLQ topics when missing (idempotent)."""
+    """Create the input, results and DLQ topics when missing (idempotent, race-free: the broker
+    answers per topic whether it created it or it already existed)."""
+    wanted = [settings.input_topic, settings.results_topic, settings.dlq_topic]
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        wanted = [settings.input_topic, settings.results_topic, settings.dlq_topic]
-        missing = [t for t in wanted if t not in existing]
-        if missing:
-            new = [NewTopic(t, partitions, replication) for t in missing]
-            # Created concurrently by someone else is fine too.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new)
-        for topic in wanted:
-            state = "created" if topic in missing else "exists"
-            out.write(f"{topic}: {state}\n")
-            log.info("topic_ready", topic=topic, state=state, partitions=partitions)
+        response = await admin.create_topics([NewTopic(t, partitions, replication) for t in wanted])
     finally:
         await admin.close()
-    return 0
+    failed = 0
+    for topic, code, message in response.topic_errors:
+        if code in (0, TopicAlreadyExistsError.errno):
+            state = "created" if code == 0 else "exists"
+            out.write(f"{topic}: {state}\n")
+            log.info("topic_ready", topic=topic, state=state, partitions=partitions)
+        else:
+            failed += 1
+            out.write(f"{topic}: failed: {message or for_code(code).__name__}\n")
+            log.error("topic_failed", topic=topic, code=code, message=message)
+    return 1 if failed else 0
 
 
 async def publish(settings: Settings, urls: list[str], as_json: bool, out: TextIO) -> int:

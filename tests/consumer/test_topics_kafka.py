@@ -20,6 +20,7 @@ from tests.kafka_support import (
     read_topic,
     serve_model,
     unique_names,
+    wait_until,
 )
 from tests.support.models import RED_CLASS
 
@@ -66,7 +67,12 @@ async def test_topics_create_is_idempotent(
         f"{names.dlq}: created",
     ]
     topics = [names.input, names.results, names.dlq]
-    assert await partition_counts(kafka_bootstrap, topics) == dict.fromkeys(topics, 3)
+
+    async def three_partitions_each() -> bool:
+        # Fresh topics reach the metadata a moment after the broker's answer.
+        return await partition_counts(kafka_bootstrap, topics) == dict.fromkeys(topics, 3)
+
+    await wait_until(three_partitions_each, 10, "the new topics' metadata")
 
     code, out, _ = await run_cli(capsys, "topics", "create")
     assert code == 0
