@@ -146,3 +146,15 @@ async def test_publish_without_urls_is_a_usage_error(
     assert code == 2
     assert out == ""
     assert "no URLs" in err
+
+
+async def test_topics_create_reports_what_the_broker_refuses(
+    names: Names, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One broker cannot hold 3 replicas: every topic is refused, and the command says so.
+    code, out, _ = await run_cli(capsys, "topics", "create", "--replication-factor", "3")
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert all(": failed: " in line for line in lines)
+    assert "replicat" in lines[0].lower()
