@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BIRDWATCH_"
+SECRETS_DIR_VARIABLE = ENV_PREFIX + "SECRETS_DIR"
 TFHUB_BIRDS_MODEL = "https://tfhub.dev/google/aiy/vision/classifier/birds_V1/1"
 TFHUB_BIRDS_LITE_MODEL = "https://tfhub.dev/google/lite-model/aiy/vision/classifier/birds_V1/3"
 BIRDS_LABELS = "https://www.gstatic.com/aihub/tfhub/labelmaps/aiy_birds_V1_labelmap.csv"
@@ -115,9 +116,17 @@ class SettingsError(ValueError):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings, turning validation errors into one readable `SettingsError`."""
+    """Read the settings, turning validation errors into one readable `SettingsError`.
+
+    With `BIRDWATCH_SECRETS_DIR` set (e.g. a mounted Kubernetes Secret), a setting may also come
+    from the file of that folder named like its variable (`BIRDWATCH_KAFKA_SASL_PASSWORD`);
+    the environment and `.env` win over such files.
+    """
+    secrets_dir = os.environ.get(SECRETS_DIR_VARIABLE) or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise SettingsError(f"{SECRETS_DIR_VARIABLE}: not a directory (got {secrets_dir!r})")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):

@@ -15,6 +15,23 @@ from consumer.config import LogFormat
 _NOISY = ("aiokafka", "kafka", "tensorflow", "absl", "h5py", "urllib3", "asyncio", "PIL")
 
 
+class _RedactSaslExchange(logging.Filter):
+    """aiokafka logs each request at DEBUG, SaslAuthenticate too, whose bytes carry the SASL/PLAIN
+    password in clear: such arguments are replaced before the record is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(map(_is_sasl_exchange, record.args)):
+            record.args = tuple(
+                "<SASL exchange redacted>" if _is_sasl_exchange(a) else a for a in record.args
+            )
+        return True
+
+
+def _is_sasl_exchange(value: object) -> bool:
+    # aiokafka's protocol structs: SaslAuthenticateRequest_v1, SaslAuthenticateResponse_v1, ...
+    return type(value).__name__.startswith("SaslAuthenticate")
+
+
 def quiet_tensorflow(debug: bool) -> None:
     """Silence TensorFlow's C++ start-up noise; must run before tensorflow is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
@@ -57,6 +74,7 @@ def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) 
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
+    handler.addFilter(_RedactSaslExchange())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

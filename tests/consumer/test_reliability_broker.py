@@ -1,0 +1,188 @@
+"""Fault injection: the broker stopped for 10 s and started again in the middle of a run.
+
+The shared broker is never touched: the test starts its own broker with `scripts/kafka` (other
+ports, a temporary home, the already-resolved jars), runs the service in-process against it,
+stops that broker while records are in flight, waits 10 s, starts it again, and checks that the
+service carried on by itself (no restart, no exit) and that every id got an ok result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from consumer.config import Settings
+from tests.conftest import LoopbackServer, TinyModels
+from tests.images import RED, solid_jpeg
+from tests.kafka_support import (
+    InProcessService,
+    TopicReader,
+    create_service_topics,
+    produce_events,
+    read_topic,
+    results_of,
+    serve_model,
+    unique_names,
+    wait_until,
+)
+from tests.reliability_support import JAVA, LocalBroker, duplicates, record_figures
+
+pytestmark = [
+    pytest.mark.kafka,
+    pytest.mark.slow,
+    pytest.mark.skipif(JAVA is None, reason="a private broker needs Java (scripts/kafka)"),
+]
+
+DOWN_S = 10.0
+BEFORE, AFTER = 600, 100
+IMAGE_DELAY_S = 0.2  # with 16 in flight, about 80 images a second: the stop lands mid-run
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
+    guarantee: str,
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    eos = guarantee == "exactly_once"
+    broker = LocalBroker(tmp_path / "kafka-home")
+    try:
+        first_start_s = await broker.start()
+        bootstrap = broker.bootstrap
+        names = unique_names(f"brk-{guarantee[:3]}")
+        await create_service_topics(bootstrap, names, partitions=3)
+        model = serve_model(http_server, tiny_models)
+        url = http_server.add_bytes(
+            "/img/red.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg", delay_s=IMAGE_DELAY_S
+        )
+        tuning: dict[str, Any] = {"processing_guarantee": guarantee, "max_in_flight": 16}
+        if eos:
+            # Longer than the outage: a transaction left open across it is not aborted (and
+            # this producer fenced) by the restarted coordinator; see docs/RELIABILITY.md.
+            tuning["transaction_timeout_ms"] = 60_000
+        settings = make_settings(
+            kafka_bootstrap_servers=bootstrap,
+            **model,
+            **names.settings(),
+            session_timeout_ms=6000,
+            **tuning,
+        )
+        before = [f"brk-a-{i}-{uuid.uuid4().hex[:8]}" for i in range(BEFORE)]
+        after = [f"brk-b-{i}-{uuid.uuid4().hex[:8]}" for i in range(AFTER)]
+        with capture_logs() as logs:
+            service = await InProcessService.start(settings)
+            assert service.task is not None
+            try:
+                await wait_until(lambda: len(service.owned) == 3, 60, "the partitions assigned")
+                rebalances_before = service.metrics.rebalances._value.get()
+                await produce_events(bootstrap, names.input, ((eid, url) for eid in before))
+                await wait_until(lambda: service.count("ok") >= 100, 60, "some results")
+                # Records in flight: fetched, their results not yet durable (in EOS, until their
+                # transaction commits).
+                in_flight = service.service._in_flight
+                # Stop while records are in flight.
+                with contextlib.suppress(TimeoutError):
+                    await wait_until(lambda: in_flight() > 0, 10, "work in flight", step=0.005)
+                in_flight_at_stop = in_flight()
+                ok_at_stop = service.count("ok")
+                consumed_at_stop = service.metrics.records_consumed._value.get()
+                down_from = time.monotonic()
+                client_logs_before = len(caplog.records)
+                stop_s = await broker.stop()
+                in_flight_when_down = in_flight()
+                # Down for DOWN_S: the member must neither exit nor fail meanwhile.
+                ok_when_stopped = service.count("ok")
+                for _ in range(int(DOWN_S)):
+                    await asyncio.sleep(1)
+                    assert not service.task.done(), "the service exited while the broker was down"
+                    assert not service.state.failed
+                ok_while_down = service.count("ok") - ok_when_stopped
+                restart_s = await broker.start()
+                up_at = time.monotonic()
+                ok_at_up = service.count("ok")
+                client_logs = caplog.records[client_logs_before:]
+
+                await produce_events(bootstrap, names.input, ((eid, url) for eid in after))
+                await wait_until(
+                    lambda: service.count("ok") > ok_at_up, 120, "a result after the restart"
+                )
+                first_result_s = time.monotonic() - up_at
+                isolation = "read_committed" if eos else "read_uncommitted"
+                async with TopicReader(bootstrap, names.results, isolation) as reader:
+                    await reader.wait_for_ids({*before, *after}, timeout_s=180)
+                all_done_s = time.monotonic() - up_at
+                assert not service.task.done(), "the service exited after the broker came back"
+                assert not service.state.failed
+                rebalances_after = service.metrics.rebalances._value.get()
+            finally:
+                stopped_in = await service.stop()
+            results = results_of(await read_topic(bootstrap, names.results, isolation))
+    finally:
+        await asyncio.to_thread(broker.remove)
+
+    per_id = Counter(r["id"] for r in results)
+    lost = {*before, *after} - set(per_id)
+    assert not lost
+    assert {r["status"] for r in results} == {"ok"}
+    if eos:
+        assert per_id == Counter([*before, *after])
+    events = Counter(str(e["event"]) for e in logs)
+    assert events["shutdown_done"] == 1
+    assert events["delivery_failed"] == 0
+    # The failures the service met while the broker was away were retried, not fatal.
+    retried = events["produce_retry"] + events["commit_failed"] + events["transaction_failed"]
+    record_figures(
+        f"broker_restart_{guarantee}",
+        {
+            "guarantee": guarantee,
+            "events": BEFORE + AFTER,
+            "events_before_stop": BEFORE,
+            "events_after_restart": AFTER,
+            "faults_injected": 1,
+            "fault": f"private broker stopped, {DOWN_S:g} s down, started again",
+            "in_flight_at_stop": in_flight_at_stop,
+            "in_flight_when_down": in_flight_when_down,
+            "ok_at_stop": ok_at_stop,
+            "consumed_at_stop": consumed_at_stop,
+            "broker_first_start_s": round(first_start_s, 1),
+            "broker_stop_s": round(stop_s, 1),
+            "broker_restart_s": round(restart_s, 1),
+            "unavailable_s": round(up_at - down_from, 1),
+            "ok_results_while_down": ok_while_down,
+            "first_result_after_restart_s": round(first_result_s, 1),
+            "recovery_time_s": round(all_done_s, 1),
+            "lost": len(lost),
+            "duplicated": duplicates([r["id"] for r in results]),
+            "rebalances_during_outage": rebalances_after - rebalances_before,
+            "log_events": {
+                k: events[k]
+                for k in (
+                    "produce_retry",
+                    "commit_failed",
+                    "transaction_failed",
+                    "kafka_unavailable",
+                    "partitions_revoked",
+                    "partitions_assigned",
+                )
+            },
+            "retried_failures": retried,
+            # What aiokafka itself reported (WARNING and up) while the broker was away.
+            "client_warnings_while_down": len(client_logs),
+            "client_warning_kinds": dict(
+                Counter(f"{r.levelname} {str(r.msg)[:60]}" for r in client_logs).most_common(6)
+            ),
+            "graceful_stop_s": round(stopped_in, 1),
+        },
+    )
