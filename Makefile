@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests
-	$(BIN)/ruff format --check consumer schemas tests
+	$(BIN)/ruff check consumer schemas tests bench
+	$(BIN)/ruff format --check consumer schemas tests bench
 
 typecheck: venv
-	$(BIN)/mypy consumer schemas
+	$(BIN)/mypy consumer schemas bench
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term
@@ -30,3 +30,10 @@ classify: venv
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov
+
+# All benchmark scenarios (several minutes): JSON and PNG plots in bench/out/, a summary on
+# stdout; `$(BIN)/python -m bench SCENARIO` runs one. Needs ../shared/data; the Kafka scenarios
+# start scripts/kafka when no broker runs. Method and figures: docs/PERFORMANCE.md.
+.PHONY: bench
+bench: venv
+	$(BIN)/python -m bench

@@ -33,9 +33,12 @@ def _is_sasl_exchange(value: object) -> bool:
 
 
 def quiet_tensorflow(debug: bool) -> None:
-    """Silence TensorFlow's C++ start-up noise; must run before tensorflow is imported."""
+    """Silence TensorFlow's C++ start-up noise; must run before tensorflow is imported.
+
+    Only log levels: TF_ENABLE_ONEDNN_OPTS is left alone, since turning oneDNN off to hide its
+    notice made TensorFlow inference 2.4x slower (docs/PERFORMANCE.md, knobs scenario).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0" if not debug else "1")
 
 
 def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) -> None:

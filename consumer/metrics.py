@@ -34,8 +34,9 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "birdwatch_stage_seconds",
-            "Seconds spent per image in each stage "
-            "(fetch, decode, queue, inference; end_to_end from the record timestamp)",
+            "Seconds spent per image in each stage (fetch_wait for a download slot, fetch, "
+            "decode_wait for a decode thread, decode, queue for a batch, inference; end_to_end "
+            "from the record timestamp)",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,

@@ -175,7 +175,10 @@ class Pipeline:
         # This task's own context: every line logged below it (retries too) names the image.
         structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
+            waited = self._clock()
             async with self._undecoded:
+                # Time spent waiting for a download slot while decoding is behind.
+                self._note(item, "fetch_wait", self._clock() - waited)
                 image = await self._fetch_and_decode(item)
         except ImageError as exc:
             await self._fail(item, exc.code, exc.message)
@@ -205,10 +208,14 @@ class Pipeline:
             ms=item.timings_ms["fetch"],
         )
         loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(self._decode_pool, self._decode, data)
-        self._note(item, "decode", self._clock() - fetched)
+        started, image = await loop.run_in_executor(self._decode_pool, self._timed_decode, data)
+        self._note(item, "decode_wait", started - fetched)  # queued for a decode thread
+        self._note(item, "decode", self._clock() - started)
         log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
         return image
+
+    def _timed_decode(self, data: bytes) -> tuple[float, NDArray[np.uint8]]:
+        return self._clock(), self._decode(data)
 
     def _note(self, item: WorkItem, stage: str, seconds: float) -> None:
         item.timings_ms[stage] = round(seconds * 1000, 3)

@@ -154,7 +154,9 @@ async def test_every_event_gets_its_top3(make_pipeline: Callable[..., Harness]) 
         ]
         assert result.predictions[0].label == LABELS[i % CLASSES]
         assert result.model == "fake-model"
-        assert {"fetch", "decode", "queue", "inference", "total"} <= set(result.timings_ms)
+        assert {"fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference"} <= set(
+            result.timings_ms
+        )
     assert h.pipeline.in_flight == 0
     assert max(h.classifier.batch_sizes) <= 4
     assert sum(h.classifier.batch_sizes) == 10

@@ -1,0 +1,302 @@
+"""*cold*: a fresh process and an empty model cache classify 5 large photos; wall time from the
+process start to its last result, Birdwatch (each backend) against the naive baseline.
+
+The variants run in rounds, A B C D then B C D A and so on, so a slow spell of this shared
+machine hits every variant alike; ratios are taken within a round (paired) and reported as the
+median and range over the rounds. "vs original" compares with the original algorithm as it ran
+(TensorFlow Hub SavedModel); "vs same backend" with the naive algorithm on the same backend.
+
+Each round also measures the parts of the critical path (start-up, model fetch, backend import,
+load and warm-up, the image path, one inference) as one more slot of the rotation, so the ratio
+of a cold run to its critical path is taken under the same conditions too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import BACKENDS, Backend, BenchContext, fmt
+from bench.measure import (
+    cpu_count,
+    critical_path,
+    image_path_s,
+    load_and_infer,
+    model_fetch_s,
+    startup_s,
+)
+from bench.paths import BIRDWATCH, PYTHON, REPO
+from bench.stats import ratio, spread
+
+NAME = "cold"
+ORIGINAL = "naive-tensorflow"
+
+# Runs `birdwatch classify` in this process, then records whether TensorFlow got imported.
+_IMPORT_PROBE = """
+import json, sys
+from consumer import cli
+code = cli.main(["classify", "--json", *sys.argv[2:]])
+imported = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))
+open(sys.argv[1], "w").write(json.dumps({"exit": code, "tensorflow_modules": len(imported)}))
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    runs: int = 3
+    images: int = 5
+    backends: tuple[Backend, ...] = BACKENDS
+    naive_backends: tuple[Backend, ...] = BACKENDS
+    critical_path: bool = True
+    timeout_s: float = 300.0
+
+
+def variants(config: Config) -> list[str]:
+    """Variant names in the order of the first round."""
+    names = []
+    for backend in BACKENDS:
+        if backend in config.naive_backends:
+            names.append(f"naive-{backend}")
+        if backend in config.backends:
+            names.append(f"birdwatch-{backend}")
+    return names
+
+
+CRITICAL_PATH = "critical-path"
+
+
+async def measure_critical_path(
+    ctx: BenchContext, urls: list[str], config: Config
+) -> dict[str, Any]:
+    """The parts of a cold run, each measured alone, and the critical path they make."""
+    site = ctx.site
+    start = time.perf_counter()
+    startup = await startup_s()
+    images = await image_path_s(urls, cpu_count())
+    per_backend: dict[str, Any] = {}
+    for backend in config.backends:
+        fetch, _ = await model_fetch_s(site.model_url(backend))
+        parts = await load_and_infer(
+            backend, site.model_file(backend), cpu_count(), [len(urls)], 0.3
+        )
+        inference = len(urls) / parts["inference"][str(len(urls))]["median"]
+        per_backend[backend] = critical_path(backend, startup, fetch, parts, images, inference)
+        per_backend[backend]["fetch_s"] = fetch
+        per_backend[backend]["loading"] = {
+            k: parts[k] for k in ("import_s", "load_s", "warmup_s") if k in parts
+        }
+    return {"wall_s": time.perf_counter() - start, "per_backend": per_backend}
+
+
+def round_order(names: list[str], round_index: int) -> list[str]:
+    """The variants rotated by the round number: every variant takes every slot in turn."""
+    if not names:
+        return []
+    k = round_index % len(names)
+    return names[k:] + names[:k]
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BIRDWATCH_")}
+    env.update(extra)
+    return env
+
+
+async def timed_process(
+    args: list[str], env: dict[str, str], stderr_path: Path, timeout_s: float
+) -> dict[str, Any]:
+    """Run `args`; the wall time runs from just before the spawn to the last JSON result line."""
+    with stderr_path.open("wb") as err:
+        start = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=err, env=env, cwd=str(REPO)
+        )
+        assert proc.stdout is not None
+        lines: list[dict[str, Any]] = []
+        last = start
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for raw in proc.stdout:
+                    with contextlib.suppress(json.JSONDecodeError):
+                        lines.append(json.loads(raw))
+                        last = time.perf_counter()
+                code = await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+    return {"wall_s": last - start, "results": lines, "exit": code}
+
+
+def _ok(result: dict[str, Any]) -> bool:
+    return result.get("status") == "ok" or "top3" in result
+
+
+def _run_done(stderr_path: Path) -> dict[str, Any]:
+    """The `run_done` log event of a Birdwatch run (its own timing breakdown)."""
+    for line in stderr_path.read_bytes().splitlines():
+        if line.startswith(b"{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if event.get("event") == "run_done":
+                    return {k: v for k, v in event.items() if k.endswith("_s") or k == "batches"}
+    return {}
+
+
+async def run_variant(
+    ctx: BenchContext, name: str, urls: list[str], config: Config, log_dir: Path
+) -> dict[str, Any]:
+    kind, backend_name = name.split("-", 1)
+    backend: Backend = "litert" if backend_name == "litert" else "tensorflow"
+    site = ctx.site
+    with tempfile.TemporaryDirectory(prefix="bench-cold-cache-") as cache:
+        stderr_path = log_dir / f"{name}.stderr"
+        if kind == "naive":
+            args = [
+                PYTHON,
+                "-m",
+                "bench.naive",
+                "--model",
+                site.model_url(backend),
+                "--labels",
+                site.labels_url,
+                "--cache",
+                cache,
+                *urls,
+            ]
+            env = _clean_env({})
+        else:
+            args = [BIRDWATCH, "classify", "--json", *urls]
+            env = _clean_env(
+                {
+                    **site.service_env(backend),
+                    "BIRDWATCH_MODEL_CACHE_DIR": cache,
+                    "BIRDWATCH_LOG_FORMAT": "json",
+                }
+            )
+        outcome = await timed_process(args, env, stderr_path, config.timeout_s)
+    results = outcome.pop("results")
+    outcome["images"] = len(results)
+    outcome["ok"] = sum(_ok(r) for r in results)
+    if kind == "birdwatch":
+        outcome["breakdown"] = _run_done(stderr_path)
+    return outcome
+
+
+async def probe_tensorflow_import(ctx: BenchContext, urls: list[str], log_dir: Path) -> bool | None:
+    """True when a LiteRT `birdwatch classify` imported TensorFlow (it must not)."""
+    out = log_dir / "litert-imports.json"
+    with tempfile.TemporaryDirectory(prefix="bench-cold-cache-") as cache:
+        env = _clean_env(
+            {
+                **ctx.site.service_env("litert"),
+                "BIRDWATCH_MODEL_CACHE_DIR": cache,
+                "BIRDWATCH_LOG_FORMAT": "json",
+            }
+        )
+        proc = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-c",
+            _IMPORT_PROBE,
+            str(out),
+            *urls,
+            env=env,
+            cwd=str(REPO),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await proc.wait()
+    if not out.exists():
+        return None
+    return bool(json.loads(out.read_text())["tensorflow_modules"])
+
+
+async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
+    config = config or Config()
+    urls = ctx.site.photo_urls("large")[: config.images]
+    names = variants(config) + ([CRITICAL_PATH] if config.critical_path else [])
+    log_dir = ctx.out_dir / "logs" / NAME
+    log_dir.mkdir(parents=True, exist_ok=True)
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for index in range(config.runs):
+        done: dict[str, dict[str, Any]] = {}
+        for name in round_order(names, index):
+            if name == CRITICAL_PATH:
+                done[name] = await measure_critical_path(ctx, urls, config)
+            else:
+                done[name] = await run_variant(ctx, name, urls, config, log_dir)
+        rounds.append(done)
+
+    by_variant: dict[str, Any] = {}
+    for name in (n for n in names if n != CRITICAL_PATH):
+        walls = [r[name]["wall_s"] for r in rounds]
+        by_variant[name] = {"wall_s": spread(walls).as_dict(), "runs": [r[name] for r in rounds]}
+        if name.startswith("birdwatch-"):
+            keys = {k for r in rounds for k in r[name].get("breakdown", {})}
+            by_variant[name]["breakdown_median"] = {
+                k: spread(r[name]["breakdown"].get(k, float("nan")) for r in rounds).median
+                for k in sorted(keys)
+            }
+
+    ratios: dict[str, dict[str, Any]] = {}
+    for backend in config.backends:
+        ours = f"birdwatch-{backend}"
+        entry: dict[str, Any] = {}
+        if ORIGINAL in names:
+            entry["vs_original"] = spread(
+                ratio(r[ORIGINAL]["wall_s"], r[ours]["wall_s"]) for r in rounds
+            ).as_dict()
+        if f"naive-{backend}" in names:
+            entry["vs_same_backend"] = spread(
+                ratio(r[f"naive-{backend}"]["wall_s"], r[ours]["wall_s"]) for r in rounds
+            ).as_dict()
+        if CRITICAL_PATH in names:
+            entry["vs_critical_path"] = spread(
+                ratio(r[ours]["wall_s"], r[CRITICAL_PATH]["per_backend"][backend]["total_s"])
+                for r in rounds
+            ).as_dict()
+            parts = ("startup_s", "model_path_s", "image_path_s", "inference_s", "total_s")
+            entry["critical_path"] = {
+                k: spread(r[CRITICAL_PATH]["per_backend"][backend][k] for r in rounds).as_dict()
+                for k in parts
+            }
+        ratios[backend] = entry
+
+    probe = (
+        await probe_tensorflow_import(ctx, urls, log_dir) if "litert" in config.backends else None
+    )
+    return {
+        "config": asdict(config),
+        "critical_path_rounds": [r.get(CRITICAL_PATH) for r in rounds],
+        "images": urls,
+        "image_bytes": ctx.site.photos.sizes("large")[: config.images],
+        "variants": by_variant,
+        "ratios": ratios,
+        "litert_imports_tensorflow": probe,
+    }
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    lines = ["cold: 5 large photos, process start -> last result (s), median [min-max]"]
+    for name, data in result["variants"].items():
+        w = data["wall_s"]
+        lines.append(f"  {name:<22} {fmt(w['median'])} [{fmt(w['min'])}-{fmt(w['max'])}]")
+    for backend, entry in result["ratios"].items():
+        parts = []
+        for key in ("vs_original", "vs_same_backend", "vs_critical_path"):
+            if key in entry:
+                r = entry[key]
+                parts.append(
+                    f"{key} {fmt(r['median'], 1)}x [{fmt(r['min'], 1)}-{fmt(r['max'], 1)}]"
+                )
+        lines.append(f"  speed-up birdwatch-{backend}: " + ", ".join(parts))
+    if result.get("litert_imports_tensorflow") is not None:
+        lines.append(f"  LiteRT run imports TensorFlow: {result['litert_imports_tensorflow']}")
+    return lines

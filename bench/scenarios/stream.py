@@ -1,0 +1,316 @@
+"""*stream*: one warm `birdwatch serve` against the real broker, per backend and photo size.
+
+Capacity is the sustained rate of a saturating burst (completions after the first tenth, so the
+pipeline's fill-up is left out). Then events are published at a steady 25, 50, 75 and 100% of
+that rate for a few seconds each; every phase waits for all of its results before the next.
+End-to-end latency is the result record's timestamp (set when the service produces it) minus
+the moment the event was handed to the producer, both on this machine's clock. The service's
+own `birdwatch_stage_seconds` histograms are scraped before and after each phase, so the
+difference shows where the time of that phase went. CPU seconds of the consumer, the loopback
+internet, the broker and this driver are read from /proc around each phase, since all of them
+share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench.common import SIZES, Backend, BenchContext, Site, Size, fmt
+from bench.kafka import (
+    Publisher,
+    ResultReader,
+    ServeProcess,
+    Topics,
+    broker_pid,
+    create_topics,
+    delete_topics,
+)
+from bench.measure import cpu_count, decode_rate, load_and_infer
+from bench.procs import CpuMeter
+from bench.stats import HistogramSnapshot, diff_histograms, percentile, sustained_rate
+
+NAME = "stream"
+BATCH_DELAY_S = 0.050  # the service default BIRDWATCH_MAX_BATCH_DELAY_MS
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the service: a backend, extra environment, which photos and loads."""
+
+    name: str
+    backend: Backend
+    env: dict[str, str] = field(default_factory=dict)
+    sizes: tuple[Size, ...] = SIZES
+    loads: tuple[float, ...] | None = None  # None: the config's loads
+    # Offer the loads as fractions of this other variant's capacity (same size), so a knob is
+    # compared with the default at the same offered rate.
+    reference: str | None = None
+
+
+DEFAULT_VARIANTS: tuple[Variant, ...] = (
+    Variant("litert", "litert"),
+    Variant("tensorflow", "tensorflow"),
+)
+# Settings other than the defaults are compared side by side in the *knobs* scenario.
+
+
+@dataclass(frozen=True)
+class Config:
+    variants: tuple[Variant, ...] = DEFAULT_VARIANTS
+    loads: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    warmup_events: int = 60
+    burst_seconds: float = 4.0
+    phase_seconds: float = 4.0
+    min_events: int = 20
+    max_events: int = 1500
+    partitions: int = 6
+    timeout_s: float = 120.0
+    # Measure the ceiling (decode and inference alone) right before and after each capacity
+    # burst, so capacity / ceiling is a ratio taken side by side on this shared machine.
+    ceiling_seconds: float = 0.6  # 0: skip
+
+
+def _clamp(value: float, low: int, high: int) -> int:
+    return max(low, min(high, round(value)))
+
+
+def stage_summary(diff: dict[str, HistogramSnapshot]) -> dict[str, dict[str, float]]:
+    return {stage: snap.summary() for stage, snap in sorted(diff.items()) if snap.count}
+
+
+def phase_record(
+    ids: list[str],
+    sent: dict[str, float],
+    reader: ResultReader,
+    stages: dict[str, dict[str, float]],
+    batch: HistogramSnapshot | None,
+    cpu: dict[str, float],
+) -> dict[str, Any]:
+    """Throughput, latency and stage figures of one phase."""
+    results = [reader.results[i] for i in ids]
+    done = [r.produced_ms / 1000 for r in results]
+    latencies = [r.produced_ms / 1000 - sent[i] for i, r in zip(ids, results, strict=True)]
+    first_sent = min(sent[i] for i in ids)
+    span = max(done) - first_sent
+    achieved = len(ids) / span if span > 0 else math.nan
+    sustained = sustained_rate(done)
+    record: dict[str, Any] = {
+        "events": len(ids),
+        "ok": sum(r.status == "ok" for r in results),
+        "errors": sum(r.status != "ok" for r in results),
+        "achieved_per_s": achieved,
+        # Too few completions to leave out the fill-up (one batch): the rate from the first send.
+        "sustained_per_s": achieved if math.isnan(sustained) else sustained,
+        "latency_s": {
+            "p50": percentile(latencies, 0.50),
+            "p95": percentile(latencies, 0.95),
+            "p99": percentile(latencies, 0.99),
+            "max": max(latencies),
+        },
+        "stages": stages,
+        "mean_batch": batch.mean if batch is not None else float("nan"),
+        "cpu": cpu,
+    }
+    # One batch's processing: an image's fetch and decode, then its batch's inference (means:
+    # the histogram buckets are too coarse for medians).
+    processing = sum(stages.get(s, {}).get("mean", 0.0) for s in ("fetch", "decode", "inference"))
+    record["p99_bound_s"] = 2 * (BATCH_DELAY_S + processing)
+    record["consumer_cpu_ms_per_image"] = 1000 * cpu.get("consumer_cpu_s", math.nan) / len(ids)
+    return record
+
+
+async def _measured(
+    serve: ServeProcess,
+    reader: ResultReader,
+    pub: Publisher,
+    cpu: CpuMeter,
+    send: Any,
+    timeout_s: float,
+) -> dict[str, Any]:
+    before = await serve.histograms()
+    cpu.start()
+    ids: list[str] = await send()
+    await reader.wait_for(ids, timeout_s)
+    used = cpu.stop()
+    after = await serve.histograms()
+    stages = stage_summary(diff_histograms(after["stage"], before["stage"]))
+    batch = diff_histograms(after["batch"], before["batch"]).get("")
+    return phase_record(ids, pub.sent.at, reader, stages, batch, used)
+
+
+async def measure_ceiling(
+    site: Site, variant: Variant, size: Size, seconds: float
+) -> dict[str, float]:
+    """Decode and inference throughput alone, with the variant's thread counts."""
+    cores = cpu_count()
+    decode_threads = int(variant.env.get("BIRDWATCH_DECODE_THREADS", cores))
+    infer_threads = int(variant.env.get("BIRDWATCH_INFERENCE_THREADS", cores))
+    files = site.photos.large if size == "large" else site.photos.small
+    dec = (await decode_rate(files, "draft", decode_threads, seconds))["images_per_s"]["median"]
+    inf = await load_and_infer(
+        variant.backend,
+        site.model_file(variant.backend),
+        infer_threads,
+        (1, 8, 32),
+        seconds,
+        onednn=variant.env.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+    )
+    best = max(v["median"] for v in inf["inference"].values())
+    return {
+        "decode": dec,
+        "inference": best,
+        "min": min(dec, best),
+        "shared": 1 / (1 / dec + 1 / best),
+    }
+
+
+def _mean_ceiling(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    keys = ("decode", "inference", "min", "shared")
+    return {"before": before, "after": after, **{k: (before[k] + after[k]) / 2 for k in keys}}
+
+
+async def run_variant(
+    ctx: BenchContext, variant: Variant, config: Config, done: dict[str, Any]
+) -> dict[str, Any]:
+    assert ctx.bootstrap is not None
+    site = ctx.site
+    topics = Topics.unique(f"stream-{variant.backend}")
+    await create_topics(ctx.bootstrap, topics, config.partitions)
+    out: dict[str, Any] = {"backend": variant.backend, "env": variant.env}
+    with tempfile.TemporaryDirectory(prefix="bench-stream-cache-") as cache:
+        env = {
+            **site.service_env(variant.backend),
+            **topics.env(),
+            "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
+            "BIRDWATCH_MODEL_CACHE_DIR": cache,
+            "BIRDWATCH_SHUTDOWN_TIMEOUT_S": "10",
+            **variant.env,
+        }
+        serve = ServeProcess(env, ctx.out_dir / "logs" / NAME / f"serve-{variant.name}.log")
+        try:
+            out["ready_s"] = await serve.wait_ready()
+            cpu = CpuMeter(
+                {"consumer": serve.pid, "netsim": ctx.netsim_pid, "broker": broker_pid()}
+            )
+            async with (
+                ResultReader(ctx.bootstrap, topics.results) as reader,
+                Publisher(ctx.bootstrap, topics.input) as pub,
+            ):
+                for size in variant.sizes:
+                    loads = variant.loads if variant.loads is not None else config.loads
+                    ref = done.get(variant.reference or "", {}).get(size)
+                    reference = ref["capacity"]["sustained_per_s"] if ref else None
+                    out[size] = await _run_size(
+                        serve, reader, pub, cpu, site, variant, size, loads, config, reference
+                    )
+                    if config.ceiling_seconds > 0:
+                        ceiling = _mean_ceiling(*out[size].pop("ceilings"))
+                        capacity = out[size]["capacity"]["sustained_per_s"]
+                        out[size]["ceiling"] = ceiling
+                        out[size]["capacity_vs_ceiling"] = capacity / ceiling["min"]
+                        out[size]["capacity_vs_shared_ceiling"] = capacity / ceiling["shared"]
+        finally:
+            await serve.stop()
+            await delete_topics(ctx.bootstrap, topics)
+    return out
+
+
+async def _run_size(
+    serve: ServeProcess,
+    reader: ResultReader,
+    pub: Publisher,
+    cpu: CpuMeter,
+    site: Site,
+    variant: Variant,
+    size: Size,
+    loads: tuple[float, ...],
+    config: Config,
+    reference_capacity: float | None = None,
+) -> dict[str, Any]:
+    urls = site.photo_urls(size)
+    # Warm-up: also a rough rate (from the first send, so an underestimate) to size the burst.
+    warm = await pub.burst(urls, config.warmup_events, f"{size}-warm")
+    await reader.wait_for(warm, config.timeout_s)
+    first = min(pub.sent.at[i] for i in warm)
+    last = max(reader.results[i].produced_ms / 1000 for i in warm)
+    rough = len(warm) / max(1e-3, last - first)
+    count = _clamp(rough * config.burst_seconds, config.min_events, config.max_events)
+
+    async def burst() -> list[str]:
+        return await pub.burst(urls, count, f"{size}-capacity")
+
+    ceilings = []
+    if config.ceiling_seconds > 0:
+        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
+    capacity = await _measured(serve, reader, pub, cpu, burst, config.timeout_s)
+    if config.ceiling_seconds > 0:
+        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
+    rate_100 = reference_capacity or capacity["sustained_per_s"]
+    phases: dict[str, Any] = {}
+    for load in loads:
+        rate = load * rate_100
+        n = _clamp(rate * config.phase_seconds, config.min_events, config.max_events)
+
+        async def steady(rate: float = rate, n: int = n, load: float = load) -> list[str]:
+            return await pub.steady(urls, rate, n, f"{size}-load{int(load * 100)}")
+
+        phase = await _measured(
+            serve, reader, pub, cpu, steady, config.timeout_s + config.phase_seconds * 4
+        )
+        phase["offered_per_s"] = rate
+        phases[str(int(load * 100))] = phase
+    return {"capacity": capacity, "loads": phases, "ceilings": ceilings}
+
+
+async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
+    config = config or Config()
+    if ctx.bootstrap is None:
+        raise RuntimeError("the stream scenario needs a Kafka broker")
+    result: dict[str, Any] = {"config": asdict(config), "batch_delay_s": BATCH_DELAY_S}
+    done: dict[str, Any] = {}
+    for variant in config.variants:
+        done[variant.name] = await run_variant(ctx, variant, config, done)
+    result["variants"] = done
+    return result
+
+
+def base_variants(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The variants that run the service as configured by default, by backend name."""
+    return {n: v for n, v in result["variants"].items() if not v["env"] and n == v["backend"]}
+
+
+def summary(result: dict[str, Any]) -> list[str]:
+    lines = ["stream: capacity (images/s) and end-to-end latency p50/p95/p99 (ms) by load"]
+    for name, per_size in result["variants"].items():
+        for size in SIZES:
+            if size not in per_size:
+                continue
+            data = per_size[size]
+            cap = data["capacity"]
+            lines.append(
+                f"  {name:<18} {size:<5} capacity {fmt(cap['sustained_per_s'], 1)}/s, consumer "
+                f"{fmt(cap['consumer_cpu_ms_per_image'], 1)} CPU-ms/image (busy: ours "
+                f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}%, machine "
+                f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%)"
+            )
+            if "ceiling" in data:
+                c = data["ceiling"]
+                lines.append(
+                    f"    side-by-side ceiling: decode {fmt(c['decode'], 0)}/s, inference "
+                    f"{fmt(c['inference'], 0)}/s -> min {fmt(c['min'], 0)}/s "
+                    f"(capacity {fmt(data['capacity_vs_ceiling'] * 100, 0)}%), shared "
+                    f"{fmt(c['shared'], 0)}/s ({fmt(data['capacity_vs_shared_ceiling'] * 100, 0)}%)"
+                )
+            for load, phase in data["loads"].items():
+                lat = phase["latency_s"]
+                lines.append(
+                    f"    {load:>3}%: offered {fmt(phase['offered_per_s'], 1)}/s achieved "
+                    f"{fmt(phase['achieved_per_s'], 1)}/s  p50 {fmt(lat['p50'] * 1000, 0)} "
+                    f"p95 {fmt(lat['p95'] * 1000, 0)} p99 {fmt(lat['p99'] * 1000, 0)} "
+                    f"(bound {fmt(phase['p99_bound_s'] * 1000, 0)})  batch "
+                    f"{fmt(phase['mean_batch'], 1)}"
+                )
+    return lines

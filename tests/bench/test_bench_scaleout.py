@@ -1,0 +1,33 @@
+"""Smoke run of the *scale-out* scenario: 1 and 2 pinned consumers, a small burst."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.common import BenchContext
+from bench.runner import run_scenario
+from bench.scenarios import scaleout
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_scaleout_drains_a_burst_with_pinned_consumers(
+    bench_ctx: BenchContext, kafka_bootstrap: str
+) -> None:
+    bench_ctx.bootstrap = kafka_bootstrap
+    config = scaleout.Config(consumers=(1, 2), events=12, partitions=2, rounds=1, timeout_s=60)
+    result = await run_scenario("scaleout", bench_ctx, config)
+
+    for n in ("1", "2"):
+        data = result["counts"][n]
+        (run,) = data["runs"]
+        assert run["ok"] == run["events"] == 12
+        assert data["drain_s"] > 0
+        assert len(data["per_consumer"]) == int(n)
+        assert all(len(c["cpu"]) == 1 for c in data["per_consumer"])  # pinned
+        assert sum(c["results"] for c in data["per_consumer"]) == 12
+        assert 0 < data["consumers_busy"] <= data["machine_busy"] * 1.05
+    assert result["speedup"]["1"]["median"] == pytest.approx(1.0)
+    assert result["speedup"]["2"]["median"] > 0
+    assert (bench_ctx.out_dir / "scaleout.png").stat().st_size > 0
+    assert scaleout.summary(result)
