@@ -41,7 +41,6 @@ SHARED_KAFKA_HOME = REPO / ".cache" / "kafka"
 
 
 JAVA = shutil.which("java")
-LOCAL_JARS = (SHARED_KAFKA_HOME / "libs" / ".resolved").exists()
 
 
 # --- figures ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from tests.kafka_support import (
     unique_names,
     wait_until,
 )
-from tests.reliability_support import JAVA, LOCAL_JARS, SaslBroker, record_figures
+from tests.reliability_support import JAVA, SHARED_KAFKA_HOME, SaslBroker, record_figures
 
 # Distinctive, plain ASCII: any rendering of it (repr, JSON, str) would contain it verbatim.
 PASSWORD = "pw-Zq8xV4-birdwatch-never-log-7731"
@@ -49,8 +49,16 @@ def leaks(text: str, password: str = PASSWORD) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
-    """A real broker that authenticates USERNAME/PASSWORD with SASL/PLAIN."""
+def sasl_broker(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
+) -> Iterator[SaslBroker]:
+    """A real broker that authenticates USERNAME/PASSWORD with SASL/PLAIN.
+
+    Asks for the session broker first: started by scripts/kafka, it resolves the jars this one
+    reuses (on a fresh clone they do not exist before that).
+    """
+    if JAVA is None or not (SHARED_KAFKA_HOME / "libs" / ".resolved").exists():
+        pytest.skip("the SASL broker needs Java and the jars scripts/kafka resolves")
     broker = SaslBroker(tmp_path_factory.mktemp("sasl-kafka"), {USERNAME: PASSWORD})
     broker.start()
     try:
@@ -60,10 +68,6 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker
 
 
 @pytest.mark.kafka
-@pytest.mark.skipif(
-    JAVA is None or not LOCAL_JARS,
-    reason="the SASL broker needs Java and the jars scripts/kafka resolves into .cache/kafka",
-)
 @pytest.mark.parametrize("case", ["environment", "secrets_dir", "rejected"])
 async def test_a_debug_serve_run_never_logs_the_sasl_password(
     case: str,
