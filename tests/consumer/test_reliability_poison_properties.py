@@ -58,8 +58,19 @@ event_like = st.fixed_dictionaries(
         "extra": json_values,
     },
 ).map(lambda d: json.dumps(d).encode())
+# Records that do name a usable id (unicode or duplicated) but are wrong otherwise.
+answerable = st.fixed_dictionaries(
+    {
+        "id": st.one_of(st.sampled_from(["dup-a", "dup-b"]), st.text(min_size=1, max_size=40)),
+        "url": urls,
+    },
+    optional={"submitted_at": json_values, "metadata": json_values, "extra": json_values},
+).map(lambda d: json.dumps(d).encode())
 poison = st.one_of(
-    st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()), event_like
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    event_like,
+    answerable,
 )
 
 
@@ -93,7 +104,7 @@ async def test_random_bad_records_each_get_one_outcome_and_the_consumer_stays_up
     tiny_models: TinyModels,
     make_settings: Callable[..., Settings],
 ) -> None:
-    values = draw_poison(80)
+    values = draw_poison(100)
     names = unique_names("poison-prop")
     await create_service_topics(kafka_bootstrap, names, partitions=3)
     model = serve_model(http_server, tiny_models)
