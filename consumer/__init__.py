@@ -1,0 +1,1 @@
+"""Birdwatch: classify the birds in image URLs, standalone or as a Kafka consumer group."""
