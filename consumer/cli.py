@@ -7,8 +7,9 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -158,42 +159,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _kafka_command(settings, args)
 
 
-def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:  # noqa: PLR0911
+def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumer import topics
     from consumer.serve import run_serve
 
-    log = structlog.get_logger(__name__)
+    work: Coroutine[Any, Any, int]
     try:
         if args.command == "serve":
-            return asyncio.run(run_serve(settings))
-        if args.command == "topics":
-            return asyncio.run(
-                topics.create_topics(settings, args.partitions, args.replication_factor, sys.stdout)
+            work = run_serve(settings)
+        elif args.command == "topics":
+            work = topics.create_topics(
+                settings, args.partitions, args.replication_factor, sys.stdout
             )
-        if args.command == "publish":
+        elif args.command == "publish":
             urls = read_urls(args.urls, args.file)
             if not urls:
                 sys.stderr.write("birdwatch: no URLs to publish\n")
                 return EXIT_USAGE
-            return asyncio.run(topics.publish(settings, urls, args.json, sys.stdout))
-        return asyncio.run(
-            topics.follow_results(
+            work = topics.publish(settings, urls, args.json, sys.stdout)
+        else:
+            work = topics.follow_results(
                 settings, args.from_beginning, args.max, args.timeout, args.json, sys.stdout
             )
-        )
-    except ModelError as exc:
-        log.error("model_unavailable", reason=str(exc))
-        sys.stderr.write(f"birdwatch: model error: {exc}\n")
-        return EXIT_USAGE
+        return _run(work)
     except OSError as exc:
         sys.stderr.write(f"birdwatch: {exc}\n")
         return EXIT_USAGE
     except KafkaError as exc:
-        log.error("kafka_error", error=type(exc).__name__, detail=str(exc))
+        structlog.get_logger(__name__).error(
+            "kafka_error", error=type(exc).__name__, detail=str(exc)
+        )
         sys.stderr.write(f"birdwatch: kafka error: {type(exc).__name__}: {exc}\n")
         return EXIT_SOME_FAILED
-    except KeyboardInterrupt:
-        return 130
 
 
 def _classify(settings: Settings, args: argparse.Namespace, started: float) -> int:
@@ -209,8 +206,13 @@ def _classify(settings: Settings, args: argparse.Namespace, started: float) -> i
     if not urls:
         sys.stderr.write("birdwatch: no URLs to classify\n")
         return EXIT_USAGE
+    return _run(run_classify(settings, urls, sys.stdout, args.json, started))
+
+
+def _run(command: Coroutine[Any, Any, int]) -> int:
+    """Run one command; a model that cannot be had is one line on stderr and exit status 2."""
     try:
-        return asyncio.run(run_classify(settings, urls, sys.stdout, args.json, started))
+        return asyncio.run(command)
     except ModelError as exc:
         structlog.get_logger(__name__).error("model_unavailable", reason=str(exc))
         sys.stderr.write(f"birdwatch: model error: {exc}\n")

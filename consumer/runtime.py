@@ -76,12 +76,13 @@ class Runtime:
     async def load_model(self) -> LoadedModel:
         """Fetch and load the model and labels, retrying transient failures with backoff
         until `model_load_timeout_s`; raises `ModelError` with a one-line reason."""
-        deadline = time.monotonic() + self.settings.model_load_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.model_load_timeout_s
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with asyncio.timeout_at(_loop_deadline(deadline)):
+                async with asyncio.timeout_at(deadline):
                     return await self._load_once()
             except TimeoutError:
                 raise ModelError(
@@ -90,7 +91,7 @@ class Runtime:
                 ) from None
             except ModelError as exc:
                 delay = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
-                if not exc.retryable or time.monotonic() + delay >= deadline:
+                if not exc.retryable or loop.time() + delay >= deadline:
                     raise
                 log.warning(
                     "model_load_retry", attempt=attempt, retry_in_s=round(delay, 2), reason=str(exc)
@@ -157,8 +158,3 @@ class Runtime:
             ),
             observer=observer,
         )
-
-
-def _loop_deadline(monotonic_deadline: float) -> float:
-    loop = asyncio.get_running_loop()
-    return loop.time() + (monotonic_deadline - time.monotonic())

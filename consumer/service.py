@@ -118,7 +118,6 @@ class KafkaService:
         loaded: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
         loaded.set_result(model)
         self.pipeline: Pipeline = runtime.pipeline(loaded, self._on_result, observer=metrics)
-        self._started = time.monotonic()
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.kafka_support import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO / ".cache" / "reliability"
 KAFKA_SCRIPT = REPO / "scripts" / "kafka"
@@ -91,13 +93,6 @@ async def produce_paced(
 
 
 # --- a private broker ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

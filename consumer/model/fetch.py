@@ -97,7 +97,6 @@ class ModelFetcher:
             self._tmp = tempfile.TemporaryDirectory(prefix="birdwatch-model-")
             cache_dir = Path(self._tmp.name)
         self._cache_dir = cache_dir
-        self._cached = self._tmp is None
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -137,7 +136,7 @@ class ModelFetcher:
             kind=kind,
             bytes=size,
             seconds=round(elapsed, 3),
-            cache_enabled=self._cached,
+            cache_enabled=self._tmp is None,
         )
         return ModelArtifact(handle, kind, path, size, False, elapsed)
 

@@ -22,6 +22,7 @@ from tests.kafka_support import (
     InProcessService,
     TopicReader,
     create_service_topics,
+    free_port,
     produce_events,
     read_topic,
     results_of,
@@ -29,7 +30,7 @@ from tests.kafka_support import (
     unique_names,
     wait_until,
 )
-from tests.reliability_support import FaultyHost, free_port, record_figures
+from tests.reliability_support import FaultyHost, record_figures
 from tests.support.models import RED_CLASS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

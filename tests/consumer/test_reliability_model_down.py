@@ -18,8 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.kafka_support import BIRDWATCH
-from tests.reliability_support import FaultyHost, child_env, free_port, record_figures
+from tests.kafka_support import BIRDWATCH, free_port
+from tests.reliability_support import FaultyHost, child_env, record_figures
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
 import aiohttp
@@ -14,12 +13,7 @@ from consumer import cli
 from consumer.config import Settings
 from consumer.model import ModelError
 from consumer.serve import run_serve
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.kafka_support import free_port
 
 
 async def test_unreachable_model_keeps_readiness_false_then_fails(
