@@ -98,12 +98,24 @@ class CpuMeter:
         after, wall = self._read(), time.perf_counter() - self._wall
         used = {k: after[k] - self._before.get(k, 0.0) for k in after}
         machine = used.pop("machine")
-        ours = sum(used.values())
-        capacity = wall * (os.cpu_count() or 1)
-        return {
-            **{f"{k}_cpu_s": v for k, v in used.items()},
-            "others_cpu_s": max(0.0, machine - ours),
-            "wall_s": wall,
-            "ours_busy": ours / capacity,
-            "machine_busy": machine / capacity,
-        }
+        return cpu_shares(used, machine, wall, os.cpu_count() or 1)
+
+
+def cpu_shares(
+    used: dict[str, float], machine_s: float, wall_s: float, cpus: int
+) -> dict[str, float]:
+    """Our processes' CPU seconds (`used`) and the machine's, as shares of its capacity.
+
+    /proc/stat is sampled a tick at a time while a process's times are not, so over a short
+    window the machine can read a little lower than our own processes: the machine's busy time
+    is at least ours, and the gap is sampling error rather than negative work by others."""
+    ours = sum(used.values())
+    machine_s = max(machine_s, ours)
+    capacity = max(wall_s, 1e-9) * cpus
+    return {
+        **{f"{k}_cpu_s": v for k, v in used.items()},
+        "others_cpu_s": machine_s - ours,
+        "wall_s": wall_s,
+        "ours_busy": ours / capacity,
+        "machine_busy": machine_s / capacity,
+    }

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench import targets
 from bench.decoding import decode_with_draft, decode_without_draft
-from bench.procs import parse_proc_stat_busy_s, parse_stat_cpu_s, parse_status_kib
+from bench.procs import cpu_shares, parse_proc_stat_busy_s, parse_stat_cpu_s, parse_status_kib
 from bench.scenarios.cold import Config as ColdConfig
 from bench.scenarios.cold import round_order, variants
 from bench.stats import (
@@ -90,6 +90,21 @@ def test_proc_parsers() -> None:
     assert parse_stat_cpu_s(stat) == pytest.approx(400 / tick)
     proc_stat = "cpu  100 0 50 1000 10 0 0 0 0 0\ncpu0 1\n"
     assert parse_proc_stat_busy_s(proc_stat) == pytest.approx(150 / tick)
+
+
+def test_cpu_shares_of_the_machine() -> None:
+    shares = cpu_shares({"consumer0": 1.0, "driver": 0.5}, 2.5, 2.0, 2)
+    assert shares["consumer0_cpu_s"] == 1.0
+    assert shares["others_cpu_s"] == pytest.approx(1.0)
+    assert shares["ours_busy"] == pytest.approx(1.5 / 4)
+    assert shares["machine_busy"] == pytest.approx(2.5 / 4)
+
+
+def test_cpu_shares_never_put_the_machine_below_our_own_processes() -> None:
+    # /proc/stat is tick-sampled: on a short window it can read less than our processes used.
+    shares = cpu_shares({"consumer0": 0.7}, 0.6, 2.0, 2)
+    assert shares["others_cpu_s"] == 0.0
+    assert shares["machine_busy"] == shares["ours_busy"] == pytest.approx(0.7 / 4)
 
 
 def test_cold_rounds_rotate_every_variant_through_every_slot() -> None:

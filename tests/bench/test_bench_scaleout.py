@@ -26,7 +26,8 @@ async def test_scaleout_drains_a_burst_with_pinned_consumers(
         assert len(data["per_consumer"]) == int(n)
         assert all(len(c["cpu"]) == 1 for c in data["per_consumer"])  # pinned
         assert sum(c["results"] for c in data["per_consumer"]) == 12
-        assert 0 < data["consumers_busy"] <= data["machine_busy"] * 1.05
+        # Shares of the machine; a little over 1 is /proc rounding on a tiny window.
+        assert 0 < data["consumers_busy"] <= data["machine_busy"] <= 1.1
     assert result["speedup"]["1"]["median"] == pytest.approx(1.0)
     assert result["speedup"]["2"]["median"] > 0
     assert (bench_ctx.out_dir / "scaleout.png").stat().st_size > 0
