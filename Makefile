@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench
-	$(BIN)/ruff format --check consumer schemas tests bench
+	$(BIN)/ruff check consumer schemas tests bench scripts
+	$(BIN)/ruff format --check consumer schemas tests bench scripts
 
 typecheck: venv
-	$(BIN)/mypy consumer schemas bench
+	$(BIN)/mypy consumer schemas bench scripts
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term

@@ -179,8 +179,9 @@ def write_standin_archive(
         write_tar_gz(export, path)
 
 
-def write_tar_gz(source: Path, path: Path) -> None:
-    """Pack the contents of `source` at the archive root, reproducibly (as TF Hub serves them)."""
+def write_tar_gz(source: Path, path: Path, member_prefix: str = "") -> None:
+    """Pack the contents of `source` at the archive root, reproducibly (as TF Hub serves them);
+    each member's name starts with `member_prefix` ("./" as `tar -C source .` writes them)."""
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
@@ -191,9 +192,8 @@ def write_tar_gz(source: Path, path: Path) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for item in sorted(source.rglob("*"), key=lambda p: p.relative_to(source).parts):
-            tar.add(
-                item, arcname=item.relative_to(source).as_posix(), recursive=False, filter=normalise
-            )
+            name = member_prefix + item.relative_to(source).as_posix()
+            tar.add(item, arcname=name, recursive=False, filter=normalise)
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:

@@ -1,5 +1,9 @@
 """The Kafka side of the stream scenarios: broker, topics, a paced publisher, a result reader,
-and `birdwatch serve` processes with their endpoints. Every wait is bounded."""
+and `birdwatch serve` processes with their endpoints. Every wait is bounded.
+
+The Kafka tests (tests/kafka_support.py) build on the same pieces: topic creation, whole-topic
+assignment, `ServeProcess`, `free_port` and `wait_until`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +26,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.common import Backend, BenchContext
 from bench.paths import BIRDWATCH, REPO
 from bench.procs import pin_to
-from bench.stats import HistogramSnapshot, parse_histograms
+from bench.stats import HistogramSnapshot, metric_value, parse_histograms
 
 # --- the broker -------------------------------------------------------------------------------
 
@@ -50,7 +55,8 @@ def kafka_broker(given: str | None = None) -> Iterator[str]:
 
 def broker_pid() -> int | None:
     """The pid of the `scripts/kafka` broker, when it runs here (to read its CPU time)."""
-    pid_file = REPO / ".cache" / "kafka" / "kafka.pid"
+    home = os.environ.get("KAFKA_HOME_DIR") or str(REPO / ".cache" / "kafka")
+    pid_file = Path(home) / "kafka.pid"
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
@@ -63,7 +69,7 @@ def broker_pid() -> int | None:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic and group names private to one benchmark run."""
+    """Topic and group names private to one benchmark run (or one test: tests/kafka_support.py)."""
 
     input: str
     results: str
@@ -80,25 +86,37 @@ class Topics:
             f"bench-{prefix}-{tag}",
         )
 
-    def env(self) -> dict[str, str]:
+    @property
+    def names(self) -> tuple[str, str, str]:
+        """The three topics."""
+        return self.input, self.results, self.dlq
+
+    def settings(self) -> dict[str, object]:
+        """Settings overrides naming these topics and this group."""
         return {
-            "BIRDWATCH_INPUT_TOPIC": self.input,
-            "BIRDWATCH_RESULTS_TOPIC": self.results,
-            "BIRDWATCH_DLQ_TOPIC": self.dlq,
-            "BIRDWATCH_GROUP_ID": self.group,
+            "input_topic": self.input,
+            "results_topic": self.results,
+            "dlq_topic": self.dlq,
+            "group_id": self.group,
         }
 
+    def env(self) -> dict[str, str]:
+        """The same, as the environment of a `birdwatch serve`."""
+        return {f"BIRDWATCH_{k.upper()}": str(v) for k, v in self.settings().items()}
 
-async def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
-    """Create the three topics and wait until every partition has a leader."""
-    names = [topics.input, topics.results, topics.dlq]
+
+async def create_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+) -> None:
+    """Create `topics` and wait until every partition has a leader."""
+    wanted = list(topics)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in names])
-        deadline = time.monotonic() + 30
+        await admin.create_topics([NewTopic(t, partitions, 1) for t in wanted])
+        deadline = time.monotonic() + timeout_s
         while True:
-            described = await admin.describe_topics(names)
+            described = await admin.describe_topics(wanted)
             if all(
                 d["error_code"] == 0
                 and len(d["partitions"]) == partitions
@@ -118,7 +136,7 @@ async def delete_topics(bootstrap: str, topics: Topics) -> None:
     await admin.start()
     try:
         with contextlib.suppress(Exception):
-            await admin.delete_topics([topics.input, topics.results, topics.dlq])
+            await admin.delete_topics(list(topics.names))
     finally:
         await admin.close()
 
@@ -148,6 +166,22 @@ async def wait_group_stable(bootstrap: str, group: str, members: int, timeout_s:
         if time.monotonic() - start > timeout_s:
             raise TimeoutError(f"group {group}: {state} with {count} members, want {members}")
         await asyncio.sleep(0.25)
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str, step: float = 0.1
+) -> float:
+    """Poll `condition` until true; returns the seconds it took, TimeoutError naming `what`."""
+    start = time.monotonic()
+    while True:
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(step)
 
 
 # --- publishing and reading --------------------------------------------------------------------
@@ -202,6 +236,34 @@ class Publisher:
         return ids
 
 
+def whole_topic_consumer(bootstrap: str, isolation_level: str) -> AIOKafkaConsumer:
+    """A consumer outside any group that commits nothing: for `assign_whole_topic`."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation_level,
+    )
+
+
+async def assign_whole_topic(
+    consumer: AIOKafkaConsumer, topic: str, timeout_s: float = 20.0
+) -> list[TopicPartition]:
+    """Assign every partition of `topic` to a started `whole_topic_consumer`, from the
+    beginning, once its metadata is known; returns the partitions."""
+    deadline = time.monotonic() + timeout_s
+    while not (parts := consumer.partitions_for_topic(topic)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no metadata for {topic}")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return tps
+
+
 @dataclass(frozen=True)
 class Received:
     status: str
@@ -210,30 +272,21 @@ class Received:
 
 
 class ResultReader:
-    """Reads the results topic in the background from its beginning; results by event id."""
+    """Reads the results topic in the background from its beginning: the first result of each
+    event id, and how many more came (redeliveries)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"
+    ) -> None:
         self._topic = topic
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        self._consumer = whole_topic_consumer(bootstrap, isolation_level)
         self.results: dict[str, Received] = {}
+        self.duplicates = 0
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> ResultReader:
         await self._consumer.start()
-        deadline = time.monotonic() + 20
-        while not (parts := self._consumer.partitions_for_topic(self._topic)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no metadata for {self._topic}")
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        tps = [TopicPartition(self._topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
+        await assign_whole_topic(self._consumer, self._topic)
         self._task = asyncio.create_task(self._read())
         return self
 
@@ -253,9 +306,13 @@ class ResultReader:
                     if record.value is None:
                         continue
                     result = orjson.loads(record.value)
-                    self.results.setdefault(
-                        str(result["id"]), Received(str(result["status"]), record.timestamp, now)
-                    )
+                    event_id = str(result["id"])
+                    if event_id in self.results:
+                        self.duplicates += 1
+                    else:
+                        self.results[event_id] = Received(
+                            str(result["status"]), record.timestamp, now
+                        )
 
     async def wait_for(self, ids: Sequence[str], timeout_s: float) -> float:
         """Wait until every id has a result; returns the seconds waited (TimeoutError after)."""
@@ -272,16 +329,43 @@ class ResultReader:
 
 
 def free_port() -> int:
+    """A TCP port of 127.0.0.1 free right now (bound, then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-class ServeProcess:
-    """`birdwatch serve` in a child process (optionally pinned to one CPU), logs to a file."""
+def service_env(
+    ctx: BenchContext, backend: Backend, topics: Topics, cache_dir: str, *, shutdown_timeout_s: int
+) -> dict[str, str]:
+    """What a scenario's `birdwatch serve` runs with: the site's model and labels, the run's own
+    topics and group, the broker, a private model cache and a bounded shutdown."""
+    assert ctx.bootstrap is not None
+    return {
+        **ctx.site.service_env(backend),
+        **topics.env(),
+        "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
+        "BIRDWATCH_MODEL_CACHE_DIR": cache_dir,
+        "BIRDWATCH_SHUTDOWN_TIMEOUT_S": str(shutdown_timeout_s),
+    }
 
-    def __init__(self, env: Mapping[str, str], log_path: Path, cpu: int | None = None) -> None:
+
+class ServeProcess:
+    """`birdwatch serve` (or another `command` running it) in a child process, optionally pinned
+    to one CPU: output to `log_path`, endpoints on a free port. It inherits this process's
+    environment except BIRDWATCH_*, which come from `env` (JSON logs unless `env` says else)."""
+
+    # A TensorFlow model takes tens of seconds to load on this busy 2-core machine.
+    ready_timeout_s = 120.0
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        cpu: int | None = None,
+        command: Sequence[str] = (BIRDWATCH, "serve"),
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +377,7 @@ class ServeProcess:
             "BIRDWATCH_HTTP_PORT": str(self.port),
         }
         self.proc = subprocess.Popen(
-            [BIRDWATCH, "serve"],
+            list(command),
             env=full,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -304,25 +388,38 @@ class ServeProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
     async def get(self, path: str) -> tuple[int, str]:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-            session.get(f"http://127.0.0.1:{self.port}{path}") as resp,
+            session.get(self.url(path)) as resp,
         ):
             return resp.status, await resp.text()
 
-    async def wait_ready(self, timeout_s: float = 120.0) -> float:
-        start = time.monotonic()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                status, _ = await self.get("/readyz")
-                if status == 200:
-                    return time.monotonic() - start
-            if time.monotonic() - start > timeout_s:
-                raise TimeoutError(f"serve not ready after {timeout_s} s: {self.log_tail()}")
-            await asyncio.sleep(0.2)
+    async def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            status, _ = await self.get("/readyz")
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        return status == 200
+
+    async def wait_ready(self, timeout_s: float | None = None) -> float:
+        """Wait for /readyz to answer 200 (`ready_timeout_s` by default); returns the seconds
+        waited. RuntimeError when the process exits first; both errors carry the log's tail."""
+        limit = self.ready_timeout_s if timeout_s is None else timeout_s
+        try:
+            return await wait_until(self._ready, limit, "serve /readyz", step=0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (0 when absent)."""
+        _, text = await self.get("/metrics")
+        return metric_value(text, name, **labels)
 
     async def histograms(self) -> dict[str, dict[str, HistogramSnapshot]]:
         """The stage-latency and batch-size histograms of /metrics, right now."""
@@ -332,36 +429,47 @@ class ServeProcess:
             "batch": parse_histograms(text, "birdwatch_batch_size", "stage"),
         }
 
-    async def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit code."""
+    async def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait for the exit code; after `timeout_s`, SIGKILL and TimeoutError."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout_s
-            # A child's exit has no asyncio event here; poll it (bounded by the deadline).
-            while self.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.1)
-            if self.proc.poll() is None:
-                self.proc.kill()
-        code = self.proc.wait(timeout=10)
-        self._log.close()
-        return code
+            try:
+                await wait_until(lambda: self.proc.poll() is not None, timeout_s, "serve exit")
+            except TimeoutError:
+                self.kill()
+                raise
+        return self.proc.returncode
+
+    async def stop(self, timeout_s: float = 30.0) -> int:
+        """`terminate`, where a SIGKILL after `timeout_s` is no error, then `close`; returns the
+        exit code."""
+        with contextlib.suppress(TimeoutError):
+            await self.terminate(timeout_s)
+        self.close()
+        return self.proc.returncode
 
     def kill(self) -> None:
+        """SIGKILL when still running (a crash), reap it, and close our handle on its log."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self._log.close()
 
-    def log_tail(self, lines: int = 20) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+    def close(self) -> None:
+        """Cleanup for a `finally`: kill the process if it still runs; the log stays readable."""
+        self.kill()
 
-    def log_events(self, event: str) -> list[dict[str, Any]]:
+    def log_events(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log lines written so far, or only those of `event`."""
         found = []
         for line in self.log_path.read_bytes().splitlines():
             if line.startswith(b"{"):
                 with contextlib.suppress(orjson.JSONDecodeError):
                     data = orjson.loads(line)
-                    if data.get("event") == event:
+                    if event is None or data.get("event") == event:
                         found.append(data)
         return found
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import mimetypes
-import os
 import signal
 import subprocess
 import sys
@@ -30,9 +29,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from aiohttp import web
+
+from bench.procs import pin_to
 
 DEFAULT_LATENCY_S = 0.050
 DEFAULT_BANDWIDTH_BPS = 100e6
@@ -121,12 +121,7 @@ class NetSim:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def _body(self, path: Path) -> bytes:
@@ -208,7 +203,7 @@ class NetSimProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             cwd=str(Path(__file__).resolve().parents[1]),
-            preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None,  # noqa: PLW1509
+            preexec_fn=pin_to(cpu),  # noqa: PLW1509 - sched_setaffinity only, no locks taken
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

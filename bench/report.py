@@ -6,6 +6,7 @@ python -m bench.report [OUT_DIR]
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,29 +170,33 @@ def limits_tables(limits: dict[str, Any]) -> list[str]:
     return out
 
 
-def stream_tables(stream: dict[str, Any]) -> list[str]:
-    rows = []
+def _stream_figures(stream: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(variant, photo size, figures) of a stream result, large photos first."""
     for name, per_size in stream["variants"].items():
         for size in ("large", "small"):
-            if size not in per_size:
-                continue
-            data = per_size[size]
-            cap = data["capacity"]
-            ceiling = data.get("ceiling", {})
-            rows.append(
-                [
-                    name,
-                    size,
-                    fmt(cap["sustained_per_s"], 1),
-                    fmt(ceiling.get("min"), 0),
-                    fmt(data.get("capacity_vs_ceiling", float("nan")) * 100, 0) + "%",
-                    fmt(ceiling.get("shared"), 0),
-                    fmt(data.get("capacity_vs_shared_ceiling", float("nan")) * 100, 0) + "%",
-                    fmt(cap["consumer_cpu_ms_per_image"], 1),
-                    f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}% / "
-                    f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%",
-                ]
-            )
+            if size in per_size:
+                yield name, size, per_size[size]
+
+
+def stream_tables(stream: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, size, data in _stream_figures(stream):
+        cap = data["capacity"]
+        ceiling = data.get("ceiling", {})
+        rows.append(
+            [
+                name,
+                size,
+                fmt(cap["sustained_per_s"], 1),
+                fmt(ceiling.get("min"), 0),
+                fmt(data.get("capacity_vs_ceiling", float("nan")) * 100, 0) + "%",
+                fmt(ceiling.get("shared"), 0),
+                fmt(data.get("capacity_vs_shared_ceiling", float("nan")) * 100, 0) + "%",
+                fmt(cap["consumer_cpu_ms_per_image"], 1),
+                f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}% / "
+                f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%",
+            ]
+        )
     out = _table(
         [
             "variant",
@@ -207,31 +212,28 @@ def stream_tables(stream: dict[str, Any]) -> list[str]:
         rows,
     )
     rows = []
-    for name, per_size in stream["variants"].items():
-        for size in ("large", "small"):
-            if size not in per_size:
-                continue
-            for load, p in per_size[size]["loads"].items():
-                st = p["stages"]
-                lat = p["latency_s"]
-                rows.append(
-                    [
-                        name,
-                        size,
-                        f"{load}%",
-                        fmt(p["offered_per_s"], 1),
-                        fmt(p["achieved_per_s"], 1),
-                        fmt(lat["p50"] * 1000, 0),
-                        fmt(lat["p95"] * 1000, 0),
-                        fmt(lat["p99"] * 1000, 0),
-                        fmt(p["p99_bound_s"] * 1000, 0),
-                        fmt(p["mean_batch"], 1),
-                    ]
-                    + [
-                        fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0)
-                        for k in ("fetch", "decode", "queue", "inference")
-                    ]
-                )
+    for name, size, data in _stream_figures(stream):
+        for load, p in data["loads"].items():
+            st = p["stages"]
+            lat = p["latency_s"]
+            rows.append(
+                [
+                    name,
+                    size,
+                    f"{load}%",
+                    fmt(p["offered_per_s"], 1),
+                    fmt(p["achieved_per_s"], 1),
+                    fmt(lat["p50"] * 1000, 0),
+                    fmt(lat["p95"] * 1000, 0),
+                    fmt(lat["p99"] * 1000, 0),
+                    fmt(p["p99_bound_s"] * 1000, 0),
+                    fmt(p["mean_batch"], 1),
+                ]
+                + [
+                    fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0)
+                    for k in ("fetch", "decode", "queue", "inference")
+                ]
+            )
     out += [
         "",
         *_table(

@@ -1,31 +1,44 @@
 #!/usr/bin/env python3
-"""End-to-end stream run on this machine: real broker, N `birdwatch serve` processes, loopback
-images. Publishes events, optionally SIGKILLs one consumer halfway, and reports whether every
-id got an ok result, the throughput and the end-to-end latency (submitted_at -> processed_at).
+"""End-to-end stream run on this machine: real broker, N `birdwatch serve` processes, the real
+model and photos on a loopback server. Publishes events, optionally SIGKILLs one consumer halfway,
+and reports whether every id got an ok result, how many came twice, the throughput and the
+end-to-end latency (event sent -> result produced).
 
     .venv/bin/python scripts/stream_demo.py --consumers 2 --events 200 --kill-one
+
+One run, built from the benchmarks' pieces (bench/kafka.py, bench/netsim.py); `make bench`
+measures throughput and latency with repetitions (stream, scaleout), and the reliability tests
+check what a SIGKILL does (tests/consumer/test_reliability_sigkill.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import statistics
-import subprocess
+import contextlib
+import json
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-
-import orjson
-from aiohttp import ClientSession, web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a file: make the repository's `bench` importable
+
+from bench.kafka import (  # noqa: E402
+    Publisher,
+    ResultReader,
+    ServeProcess,
+    Topics,
+    create_topics,
+    delete_topics,
+    kafka_broker,
+    wait_until,
+)
+from bench.netsim import LinkProfile, NetSim  # noqa: E402
+from bench.paths import DATA_DIR, REAL_LABELS, REAL_TFLITE  # noqa: E402
+from bench.stats import percentile  # noqa: E402
+
 PHOTOS = (
     "coral_bird.bmp",
     "coral_parrot.jpg",
@@ -33,158 +46,118 @@ PHOTOS = (
     "tflitesupport_sparrow.jpg",
     "coral_owl.jpg",
 )
+UNLIMITED = LinkProfile(latency_s=0.0, bandwidth_bps=0)
 
 
-async def serve_files(root: Path) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_static("/", root)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
-
-
-async def wait_ready(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    async with ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"consumer on port {port} not ready after {timeout} s")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-async def main(args: argparse.Namespace) -> int:
-    data = Path(args.data_dir).resolve()
-    files, base = await serve_files(data)
-    run = uuid.uuid4().hex[:8]
-    topics = {"in": f"demo-in-{run}", "out": f"demo-out-{run}", "dlq": f"demo-dlq-{run}"}
-    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(t, args.partitions, 1) for t in topics.values()])
-    await admin.close()
-
-    env = {
-        **os.environ,
-        "BIRDWATCH_MODEL_URL": f"{base}/aiy_birds_v1/birds_V1_3.tflite",
-        "BIRDWATCH_LABELS_URL": f"{base}/aiy_birds_v1/labelmap.csv",
+def demo_env(base: str, bootstrap: str, topics: Topics, guarantee: str) -> dict[str, str]:
+    return {
+        "BIRDWATCH_MODEL_URL": f"{base}/model.tflite",
+        "BIRDWATCH_LABELS_URL": f"{base}/labelmap.csv",
         "BIRDWATCH_ALLOW_PRIVATE_NETWORKS": "true",
-        "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": args.bootstrap,
-        "BIRDWATCH_GROUP_ID": f"demo-{run}",
-        "BIRDWATCH_INPUT_TOPIC": topics["in"],
-        "BIRDWATCH_RESULTS_TOPIC": topics["out"],
-        "BIRDWATCH_DLQ_TOPIC": topics["dlq"],
-        "BIRDWATCH_PROCESSING_GUARANTEE": args.guarantee,
+        "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        **topics.env(),
+        "BIRDWATCH_PROCESSING_GUARANTEE": guarantee,
         "BIRDWATCH_SESSION_TIMEOUT_MS": "6000",
-        "BIRDWATCH_LOG_FORMAT": "json",
     }
-    procs = []
-    for i in range(args.consumers):
-        port = 18080 + i
-        log = (REPO / ".cache" / f"demo-consumer-{i}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [str(REPO / ".venv/bin/birdwatch"), "serve"],
-                env={**env, "BIRDWATCH_HTTP_PORT": str(port)},
-                stdout=log,
-                stderr=log,
-            )
-        )
-    await asyncio.gather(*(wait_ready(18080 + i, 120) for i in range(args.consumers)))
 
-    ids = [uuid.uuid4().hex for _ in range(args.events)]
-    producer = AIOKafkaProducer(
-        bootstrap_servers=args.bootstrap, acks="all", enable_idempotence=True, linger_ms=5
-    )
-    await producer.start()
-    start = time.time()
-    sent_at: dict[str, float] = {}
-    for i, event_id in enumerate(ids):
-        sent_at[event_id] = time.time()
-        url = f"{base}/photos/{PHOTOS[i % len(PHOTOS)]}"
-        event = {"id": event_id, "url": url, "submitted_at": datetime.now(UTC).isoformat()}
-        await producer.send(topics["in"], orjson.dumps(event), key=event_id.encode())
-        if args.rate:
-            await asyncio.sleep(1 / args.rate)
-    await producer.flush()
-    await producer.stop()
 
-    reader = AIOKafkaConsumer(
-        topics["out"],
-        bootstrap_servers=args.bootstrap,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed"
-        if args.guarantee == "exactly_once"
-        else "read_uncommitted",
-    )
-    await reader.start()
-    results: dict[str, list[dict[str, object]]] = {}
+async def stream(
+    args: argparse.Namespace, bootstrap: str, topics: Topics, net: NetSim
+) -> dict[str, Any]:
+    """Start the consumers, publish, kill one halfway if asked, and wait for the results."""
+    env = demo_env(net.base, bootstrap, topics, args.guarantee)
+    logs = REPO / ".cache"
+    serves = [ServeProcess(env, logs / f"demo-consumer-{i}.log") for i in range(args.consumers)]
+    isolation = "read_committed" if args.guarantee == "exactly_once" else "read_uncommitted"
     killed = False
-    deadline = time.monotonic() + args.timeout
-    while len([i for i in ids if i in results]) < len(ids) and time.monotonic() < deadline:
-        batch = await reader.getmany(timeout_ms=200)
-        for records in batch.values():
-            for record in records:
-                result = orjson.loads(record.value)
-                results.setdefault(result["id"], []).append(result)
-        if args.kill_one and not killed and len(results) >= len(ids) // 2:
-            procs[0].send_signal(signal.SIGKILL)
-            killed = True
-            print(f"killed consumer 0 (SIGKILL) after {len(results)} results", file=sys.stderr)
-    await reader.stop()
-    end = max(
-        (datetime.fromisoformat(str(r[0]["processed_at"])).timestamp() for r in results.values()),
-        default=time.time(),
-    )
+    try:
+        await asyncio.gather(*(s.wait_ready() for s in serves))
+        async with (
+            ResultReader(bootstrap, topics.results, isolation) as reader,
+            Publisher(bootstrap, topics.input) as pub,
+        ):
+            urls = [net.url(f"/photos/{name}") for name in PHOTOS]
+            if args.rate:
+                ids = await pub.steady(urls, args.rate, args.events, "demo")
+            else:
+                ids = await pub.burst(urls, args.events, "demo")
+            deadline = time.monotonic() + args.timeout
+            with contextlib.suppress(TimeoutError):
+                if args.kill_one:
+                    half = len(ids) // 2
+                    await wait_until(lambda: len(reader.results) >= half, args.timeout, "half")
+                    serves[0].kill()
+                    killed = True
+                    done = len(reader.results)
+                    print(f"killed consumer 0 (SIGKILL) after {done} results", file=sys.stderr)
+                await reader.wait_for(ids, max(0.0, deadline - time.monotonic()))
+        return summary(args, ids, pub.sent.at, reader, killed)
+    finally:
+        await asyncio.gather(*(s.stop(timeout_s=60) for s in serves))
 
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        p.wait(timeout=60)
-    await files.cleanup()
 
-    ok = [i for i in ids if any(r["status"] == "ok" for r in results.get(i, []))]
-    # End to end: from the moment the event was sent to the result's processed_at.
-    e2e = [
-        datetime.fromisoformat(str(results[i][0]["processed_at"])).timestamp() - sent_at[i]
-        for i in ok
-    ]
-    summary = {
+def summary(
+    args: argparse.Namespace,
+    ids: list[str],
+    sent: dict[str, float],
+    reader: ResultReader,
+    killed: bool,
+) -> dict[str, Any]:
+    ok = [i for i in ids if i in reader.results and reader.results[i].status == "ok"]
+    done = {i: reader.results[i].produced_ms / 1000 for i in ok}
+    latencies = [done[i] - sent[i] for i in ok]
+    start = min(sent.values())
+    drain = max(done.values(), default=start) - start
+
+    def ms(q: float) -> float | None:
+        return round(percentile(latencies, q), 3) if latencies else None
+
+    return {
         "consumers": args.consumers,
-        "events": args.events,
+        "events": len(ids),
         "guarantee": args.guarantee,
         "killed_one": killed,
         "ids_with_ok_result": len(ok),
-        "duplicates": sum(len(r) - 1 for r in results.values()),
-        "throughput_images_per_s": round(len(ok) / max(1e-9, end - start), 1),
-        "drain_s": round(end - start, 2),
-        "e2e_latency_s_p50": round(statistics.median(e2e), 3) if e2e else None,
-        "e2e_latency_s_p95": round(percentile(e2e, 0.95), 3) if e2e else None,
-        "e2e_latency_s_p99": round(percentile(e2e, 0.99), 3) if e2e else None,
+        "duplicates": reader.duplicates,
+        "throughput_images_per_s": round(len(ok) / max(1e-9, drain), 1),
+        "drain_s": round(drain, 2),
+        "e2e_latency_s_p50": ms(0.50),
+        "e2e_latency_s_p95": ms(0.95),
+        "e2e_latency_s_p99": ms(0.99),
     }
-    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
-    return 0 if len(ok) == len(ids) else 1
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+async def main(args: argparse.Namespace) -> int:
+    data = Path(args.data_dir)
+    mounts = {
+        "/model.tflite": data / REAL_TFLITE,
+        "/labelmap.csv": data / REAL_LABELS,
+        "/photos": data / "photos",
+    }
+    topics = Topics.unique("demo")
+    with kafka_broker(args.bootstrap) as bootstrap:
+        await create_topics(bootstrap, topics.names, args.partitions)
+        try:
+            async with NetSim(mounts, UNLIMITED) as net:
+                result = await stream(args, bootstrap, topics, net)
+        finally:
+            await delete_topics(bootstrap, topics)
+    print(json.dumps(result, indent=2))
+    return 0 if result["ids_with_ok_result"] == result["events"] else 1
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Kafka bootstrap address (default: BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS, else the "
+        "scripts/kafka broker, started for the run when it is not running)",
+    )
     parser.add_argument(
         "--data-dir",
-        default=str(REPO.parent / "shared" / "data"),
-        help="folder with aiy_birds_v1/ and photos/ (default: ../shared/data)",
+        default=str(DATA_DIR),
+        help="folder with aiy_birds_v1/ and photos/ (default: ../shared/data, or BENCH_DATA_DIR)",
     )
     parser.add_argument("--consumers", type=int, default=2)
     parser.add_argument("--partitions", type=int, default=6)
@@ -195,4 +168,8 @@ if __name__ == "__main__":
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )
     parser.add_argument("--timeout", type=float, default=180.0)
-    raise SystemExit(asyncio.run(main(parser.parse_args())))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main(parse_args())))

@@ -3,36 +3,67 @@
 Each test gets its own topics and group (`unique_names`); records are produced and read with
 plain aiokafka clients; `birdwatch serve` runs either in-process (`InProcessService`, so
 coverage counts) or as a subprocess (`ServeProcess`, so it can be SIGKILLed). Every wait is
-bounded.
+bounded. Topic creation, the subprocess, `free_port`, `wait_until` and `metric_value` are the
+benchmarks' own (bench/kafka.py, bench/stats.py), re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from bench import kafka as bench_kafka
+from bench.kafka import (
+    Topics,
+    assign_whole_topic,
+    create_topics,
+    free_port,
+    wait_until,
+    whole_topic_consumer,
+)
+from bench.stats import metric_value
 from consumer.config import Settings
 from consumer.metrics import Metrics
 from consumer.runtime import Runtime
 from consumer.service import KafkaService, ServiceState
 from tests.conftest import LoopbackServer, TinyModels
+
+# What the Kafka tests use; a few of these come from the benchmarks' modules.
+__all__ = [
+    "BIRDWATCH",
+    "REPO",
+    "InProcessService",
+    "Names",
+    "ServeProcess",
+    "TopicReader",
+    "committed_offsets",
+    "create_service_topics",
+    "create_topics",
+    "event_value",
+    "free_port",
+    "metric_value",
+    "produce",
+    "produce_events",
+    "read_topic",
+    "results_of",
+    "serve_env",
+    "serve_model",
+    "serve_with_slow_commits",
+    "unique_names",
+    "wait_until",
+]
 
 BIRDWATCH = Path(sys.executable).with_name("birdwatch")
 REPO = Path(__file__).resolve().parents[1]
@@ -41,26 +72,9 @@ REPO = Path(__file__).resolve().parents[1]
 # --- names and topics ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Names:
-    """Topic and group names private to one test."""
-
-    input: str
-    results: str
-    dlq: str
-    group: str
-
-    def settings(self) -> dict[str, object]:
-        """Settings overrides naming these topics and this group."""
-        return {
-            "input_topic": self.input,
-            "results_topic": self.results,
-            "dlq_topic": self.dlq,
-            "group_id": self.group,
-        }
-
-    def env(self) -> dict[str, str]:
-        return {f"BIRDWATCH_{k.upper()}": str(v) for k, v in self.settings().items()}
+class Names(Topics):
+    """Topic and group names private to one test: `settings()` for an in-process service,
+    `env()` for a subprocess."""
 
 
 def unique_names(prefix: str) -> Names:
@@ -73,35 +87,8 @@ def unique_names(prefix: str) -> Names:
     )
 
 
-async def create_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, timeout_s: float = 30.0
-) -> None:
-    """Create `topics` and wait until every partition has a leader."""
-    wanted = list(topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, partitions, 1) for t in wanted])
-        deadline = time.monotonic() + timeout_s
-        while True:
-            described = await admin.describe_topics(wanted)
-            ready = all(
-                d["error_code"] == 0
-                and len(d["partitions"]) == partitions
-                and all(p["leader"] >= 0 for p in d["partitions"])
-                for d in described
-            )
-            if ready:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topics not ready: {described}")
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-
-
 async def create_service_topics(bootstrap: str, names: Names, partitions: int) -> None:
-    await create_topics(bootstrap, [names.input, names.results, names.dlq], partitions)
+    await create_topics(bootstrap, names.names, partitions)
 
 
 async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
@@ -167,26 +154,12 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"):
         self.topic = topic
         self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level=isolation_level,
-        )
+        self._consumer = whole_topic_consumer(bootstrap, isolation_level)
         self._parts: list[TopicPartition] = []
 
     async def __aenter__(self) -> TopicReader:
         await self._consumer.start()
-        deadline = time.monotonic() + 20
-        while not (parts := self._consumer.partitions_for_topic(self.topic)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no metadata for {self.topic}")
-            await self._consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        self._parts = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        self._consumer.assign(self._parts)
-        await self._consumer.seek_to_beginning(*self._parts)
+        self._parts = await assign_whole_topic(self._consumer, self.topic)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -243,22 +216,6 @@ async def read_topic(
     """Every record of `topic` up to its current end."""
     async with TopicReader(bootstrap, topic, isolation_level) as reader:
         return await reader.read_to_end(timeout_s)
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str, step: float = 0.1
-) -> float:
-    """Poll `condition` until true; returns the seconds it took, TimeoutError naming `what`."""
-    start = time.monotonic()
-    while True:
-        value = condition()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(step)
 
 
 # --- the model on the loopback server ----------------------------------------------------------
@@ -327,13 +284,6 @@ class InProcessService:
 # --- the service as a subprocess -----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def serve_env(
     bootstrap: str, names: Names, model: Mapping[str, str], **extra: object
 ) -> dict[str, str]:
@@ -367,105 +317,22 @@ def serve_with_slow_commits(delay_s: float) -> None:
     sys.exit(cli.main(["serve"]))
 
 
-class ServeProcess:
-    """`birdwatch serve` in a child process, logs to a file, endpoints on a free port."""
+class ServeProcess(bench_kafka.ServeProcess):
+    """`birdwatch serve` in a child process, logs to a file, endpoints on a free port; with
+    `slow_commits_s`, every transaction of it stays open that much longer before its commit."""
+
+    ready_timeout_s = 60.0
 
     def __init__(
         self, env: Mapping[str, str], log_path: Path, slow_commits_s: float | None = None
     ) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        full = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("BIRDWATCH_")},
-            **env,
-            "BIRDWATCH_HTTP_PORT": str(self.port),
-        }
-        argv = [str(BIRDWATCH), "serve"]
-        if slow_commits_s is not None:
-            code = (
-                f"from tests.kafka_support import serve_with_slow_commits as s; s({slow_commits_s})"
-            )
-            argv = [sys.executable, "-c", code]
-            full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(argv, env=full, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def get(self, path: str) -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
-            session.get(self.url(path)) as resp,
-        ):
-            return resp.status, await resp.text()
-
-    async def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log_tail()}")
-        try:
-            status, _ = await self.get("/readyz")
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-        return status == 200
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> float:
-        try:
-            return await wait_until(self._ready, timeout_s, "serve /readyz", step=0.2)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n{self.log_tail()}") from None
-
-    async def metric(self, name: str, **labels: str) -> float:
-        """One sample of /metrics (0 when absent)."""
-        _, text = await self.get("/metrics")
-        return metric_value(text, name, **labels)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    async def terminate(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM and wait for the exit code (SIGKILL after `timeout_s`)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await wait_until(lambda: self.proc.poll() is not None, timeout_s, "serve exit")
-            except TimeoutError:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                raise
-        return self.proc.returncode
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-    def log_events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_bytes().splitlines():
-            with contextlib.suppress(orjson.JSONDecodeError):
-                if line.startswith(b"{"):
-                    events.append(orjson.loads(line))
-        return events
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of sample `name{labels}` in Prometheus text, or 0 when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        metric, _, label_text = sample.partition("{")
-        if metric != name:
-            continue
-        got = ",".join(sorted(p for p in label_text.rstrip("}").split(",") if p))
-        if got == want:
-            return float(value)
-    return 0.0
+        if slow_commits_s is None:
+            super().__init__(env, log_path)
+            return
+        code = f"from tests.kafka_support import serve_with_slow_commits as s; s({slow_commits_s})"
+        path = env.get("PYTHONPATH", os.environ.get("PYTHONPATH"))
+        super().__init__(
+            {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), path]))},
+            log_path,
+            command=[sys.executable, "-c", code],
+        )

@@ -28,6 +28,7 @@ from bench.kafka import (
     broker_pid,
     create_topics,
     delete_topics,
+    service_env,
 )
 from bench.procs import CpuMeter
 from bench.scenarios.stream import _measured
@@ -77,7 +78,7 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
     envs = {"default": {}, "knob": pair.knob}
     topics = {k: Topics.unique(f"knob-{k}") for k in envs}
     for t in topics.values():
-        await create_topics(ctx.bootstrap, t, config.partitions)
+        await create_topics(ctx.bootstrap, t.names, config.partitions)
     sides: dict[str, _Side] = {}
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         k: {"capacity": [], "steady": []} for k in envs
@@ -88,11 +89,7 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
             for key, env in envs.items():
                 serve = ServeProcess(
                     {
-                        **site.service_env(pair.backend),
-                        **topics[key].env(),
-                        "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
-                        "BIRDWATCH_MODEL_CACHE_DIR": cache,
-                        "BIRDWATCH_SHUTDOWN_TIMEOUT_S": "10",
+                        **service_env(ctx, pair.backend, topics[key], cache, shutdown_timeout_s=10),
                         **config.extra_env,
                         **env,
                     },

@@ -22,7 +22,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.common import Backend, BenchContext, Size, fmt
-from bench.kafka import Publisher, ResultReader, ServeProcess, Topics, create_topics, delete_topics
+from bench.kafka import (
+    Publisher,
+    ResultReader,
+    ServeProcess,
+    Topics,
+    create_topics,
+    delete_topics,
+    service_env,
+)
 from bench.procs import memory_mib
 from bench.stats import diff_histograms, slope_per_s
 
@@ -151,16 +159,9 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
     site = ctx.site
     backend = variant.backend
     topics = Topics.unique(f"memory-{backend}")
-    await create_topics(ctx.bootstrap, topics, config.partitions)
+    await create_topics(ctx.bootstrap, topics.names, config.partitions)
     with tempfile.TemporaryDirectory(prefix="bench-memory-cache-") as cache:
-        env = {
-            **site.service_env(backend),
-            **topics.env(),
-            "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
-            "BIRDWATCH_MODEL_CACHE_DIR": cache,
-            "BIRDWATCH_SHUTDOWN_TIMEOUT_S": "5",
-            **variant.env,
-        }
+        env = {**service_env(ctx, backend, topics, cache, shutdown_timeout_s=5), **variant.env}
         serve = ServeProcess(env, ctx.out_dir / "logs" / NAME / f"serve-{variant.name}.log")
         sampler = RssSampler(serve.pid, config.sample_s)
         sampler.start()

@@ -24,6 +24,7 @@ from bench.kafka import (
     Topics,
     create_topics,
     delete_topics,
+    service_env,
     wait_group_stable,
 )
 from bench.procs import CpuMeter, cpu_seconds
@@ -53,18 +54,14 @@ async def run_count(ctx: BenchContext, n: int, config: Config) -> dict[str, Any]
     assert ctx.bootstrap is not None
     site = ctx.site
     topics = Topics.unique(f"scale{n}")
-    await create_topics(ctx.bootstrap, topics, config.partitions)
+    await create_topics(ctx.bootstrap, topics.names, config.partitions)
     cores = os.cpu_count() or 1
     serves: list[ServeProcess] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-cache-") as cache:
         env = {
-            **site.service_env(config.backend),
-            **topics.env(),
-            "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
-            "BIRDWATCH_MODEL_CACHE_DIR": cache,
+            **service_env(ctx, config.backend, topics, cache, shutdown_timeout_s=10),
             "BIRDWATCH_INFERENCE_THREADS": "1",
             "BIRDWATCH_DECODE_THREADS": "1",
-            "BIRDWATCH_SHUTDOWN_TIMEOUT_S": "10",
             "BIRDWATCH_SESSION_TIMEOUT_MS": "6000",
         }
         try:

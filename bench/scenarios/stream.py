@@ -27,6 +27,7 @@ from bench.kafka import (
     broker_pid,
     create_topics,
     delete_topics,
+    service_env,
 )
 from bench.measure import cpu_count, decode_rate, load_and_infer
 from bench.procs import CpuMeter
@@ -178,15 +179,11 @@ async def run_variant(
     assert ctx.bootstrap is not None
     site = ctx.site
     topics = Topics.unique(f"stream-{variant.backend}")
-    await create_topics(ctx.bootstrap, topics, config.partitions)
+    await create_topics(ctx.bootstrap, topics.names, config.partitions)
     out: dict[str, Any] = {"backend": variant.backend, "env": variant.env}
     with tempfile.TemporaryDirectory(prefix="bench-stream-cache-") as cache:
         env = {
-            **site.service_env(variant.backend),
-            **topics.env(),
-            "BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap,
-            "BIRDWATCH_MODEL_CACHE_DIR": cache,
-            "BIRDWATCH_SHUTDOWN_TIMEOUT_S": "10",
+            **service_env(ctx, variant.backend, topics, cache, shutdown_timeout_s=10),
             **variant.env,
         }
         serve = ServeProcess(env, ctx.out_dir / "logs" / NAME / f"serve-{variant.name}.log")

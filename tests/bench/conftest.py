@@ -53,3 +53,10 @@ async def bench_ctx(
     async with NetSim(site_mounts(bench_models, bench_photos), FAST_LINK) as net:
         site = Site(net.base, bench_models, bench_photos, FAST_LINK)
         yield BenchContext(tmp_path / "out", site)
+
+
+@pytest.fixture
+def kafka_ctx(bench_ctx: BenchContext, kafka_bootstrap: str) -> BenchContext:
+    """`bench_ctx` with the session's real broker, for the Kafka scenarios."""
+    bench_ctx.bootstrap = kafka_bootstrap
+    return bench_ctx

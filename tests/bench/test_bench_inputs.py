@@ -41,6 +41,13 @@ def test_tar_gz_holds_the_folder_contents_at_the_root(tmp_path: Path) -> None:
     write_tar_gz(tmp_path / "model", tmp_path / "m.tar.gz")
     with tarfile.open(tmp_path / "m.tar.gz") as tar:
         assert sorted(tar.getnames()) == ["saved_model.pb", "variables", "variables/v.index"]
+    first = (tmp_path / "m.tar.gz").read_bytes()
+    write_tar_gz(tmp_path / "model", tmp_path / "m.tar.gz")
+    assert (tmp_path / "m.tar.gz").read_bytes() == first  # reproducible
+    # As `tar -C model .` names them (the tests' SavedModel archives use both forms).
+    write_tar_gz(tmp_path / "model", tmp_path / "dot.tar.gz", member_prefix="./")
+    with tarfile.open(tmp_path / "dot.tar.gz") as tar:
+        assert sorted(tar.getnames()) == ["./saved_model.pb", "./variables", "./variables/v.index"]
 
 
 @pytest.mark.tf

@@ -11,10 +11,7 @@ from bench.scenarios import memory
 pytestmark = pytest.mark.kafka
 
 
-async def test_memory_samples_rss_before_and_under_load(
-    bench_ctx: BenchContext, kafka_bootstrap: str
-) -> None:
-    bench_ctx.bootstrap = kafka_bootstrap
+async def test_memory_samples_rss_before_and_under_load(kafka_ctx: BenchContext) -> None:
     config = memory.Config(
         variants=(memory.Variant("litert", "litert"),),
         seconds=1.5,
@@ -22,7 +19,7 @@ async def test_memory_samples_rss_before_and_under_load(
         sample_s=0.1,
         partitions=2,
     )
-    result = await run_scenario("memory", bench_ctx, config)
+    result = await run_scenario("memory", kafka_ctx, config)
 
     m = result["backends"]["litert"]
     assert len(m["samples"]) > 10
@@ -33,5 +30,5 @@ async def test_memory_samples_rss_before_and_under_load(
     assert set(m["images_in_stage"]) <= {"fetch", "decode", "queue"}
     assert m["in_flight"]
     assert m["growth_mib_per_min"] == m["growth_mib_per_min"]  # a number, not NaN
-    assert (bench_ctx.out_dir / "memory.png").stat().st_size > 0
+    assert (kafka_ctx.out_dir / "memory.png").stat().st_size > 0
     assert memory.summary(result)

@@ -11,12 +11,9 @@ from bench.scenarios import scaleout
 pytestmark = pytest.mark.kafka
 
 
-async def test_scaleout_drains_a_burst_with_pinned_consumers(
-    bench_ctx: BenchContext, kafka_bootstrap: str
-) -> None:
-    bench_ctx.bootstrap = kafka_bootstrap
+async def test_scaleout_drains_a_burst_with_pinned_consumers(kafka_ctx: BenchContext) -> None:
     config = scaleout.Config(consumers=(1, 2), events=12, partitions=2, rounds=1, timeout_s=60)
-    result = await run_scenario("scaleout", bench_ctx, config)
+    result = await run_scenario("scaleout", kafka_ctx, config)
 
     for n in ("1", "2"):
         data = result["counts"][n]
@@ -30,5 +27,5 @@ async def test_scaleout_drains_a_burst_with_pinned_consumers(
         assert 0 < data["consumers_busy"] <= data["machine_busy"] <= 1.1
     assert result["speedup"]["1"]["median"] == pytest.approx(1.0)
     assert result["speedup"]["2"]["median"] > 0
-    assert (bench_ctx.out_dir / "scaleout.png").stat().st_size > 0
+    assert (kafka_ctx.out_dir / "scaleout.png").stat().st_size > 0
     assert scaleout.summary(result)

@@ -11,10 +11,7 @@ from bench.scenarios import stream
 pytestmark = pytest.mark.kafka
 
 
-async def test_stream_reports_capacity_latency_and_stages(
-    bench_ctx: BenchContext, kafka_bootstrap: str
-) -> None:
-    bench_ctx.bootstrap = kafka_bootstrap
+async def test_stream_reports_capacity_latency_and_stages(kafka_ctx: BenchContext) -> None:
     config = stream.Config(
         variants=(stream.Variant("litert", "litert", sizes=("small",)),),
         loads=(0.5,),
@@ -27,7 +24,7 @@ async def test_stream_reports_capacity_latency_and_stages(
         timeout_s=60,
         ceiling_seconds=0.1,
     )
-    result = await run_scenario("stream", bench_ctx, config)
+    result = await run_scenario("stream", kafka_ctx, config)
 
     data = result["variants"]["litert"]["small"]
     for phase in (data["capacity"], data["loads"]["50"]):
@@ -49,6 +46,6 @@ async def test_stream_reports_capacity_latency_and_stages(
     assert data["loads"]["50"]["offered_per_s"] == pytest.approx(
         data["capacity"]["sustained_per_s"] / 2
     )
-    assert (bench_ctx.out_dir / "stream.png").stat().st_size > 0
-    assert (bench_ctx.out_dir / "stream_stages.png").stat().st_size > 0
+    assert (kafka_ctx.out_dir / "stream.png").stat().st_size > 0
+    assert (kafka_ctx.out_dir / "stream_stages.png").stat().st_size > 0
     assert stream.summary(result)

@@ -18,7 +18,10 @@ from tests.images import BLUE, GREEN, GREY, HTML_PAGE, RED, solid_jpeg, solid_pn
 from tests.support.models import BLUE_CLASS, GREEN_CLASS, GREY_CLASS, RED_CLASS
 
 
-def serve_model(server: LoopbackServer, models: TinyModels, kind: str = "tflite") -> None:
+def serve_model(
+    server: LoopbackServer, models: TinyModels, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Put a tiny model and its labels on `server` and name them in the environment."""
     if kind == "tflite":
         server.add_bytes("/model/birds.tflite", models.tflite.read_bytes())
         model_url = server.url("/model/birds.tflite")
@@ -26,9 +29,21 @@ def serve_model(server: LoopbackServer, models: TinyModels, kind: str = "tflite"
         server.add_bytes("/model/birds.tar.gz", models.tf2_archive.read_bytes())
         model_url = server.url("/model/birds.tar.gz")
     server.add_bytes("/labels.csv", models.labels_csv, "text/csv")
-    os.environ["BIRDWATCH_MODEL_URL"] = model_url
-    os.environ["BIRDWATCH_LABELS_URL"] = server.url("/labels.csv")
-    os.environ["BIRDWATCH_LOG_FORMAT"] = "json"
+    monkeypatch.setenv("BIRDWATCH_MODEL_URL", model_url)
+    monkeypatch.setenv("BIRDWATCH_LABELS_URL", server.url("/labels.csv"))
+    monkeypatch.setenv("BIRDWATCH_LOG_FORMAT", "json")
+
+
+@pytest.fixture
+def tflite_model(
+    http_server: LoopbackServer, tiny_models: TinyModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny tflite model on the loopback server, named in the environment."""
+    serve_model(http_server, tiny_models, monkeypatch, "tflite")
+
+
+def red_jpeg(server: LoopbackServer) -> str:
+    return server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
 
 
 def serve_images(server: LoopbackServer) -> list[str]:
@@ -55,11 +70,10 @@ def private_ok(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BIRDWATCH_INFERENCE_THREADS", "1")
 
 
-@pytest.mark.usefixtures("private_ok")
+@pytest.mark.usefixtures("private_ok", "tflite_model")
 async def test_json_output_one_result_per_line_in_input_order(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str]
+    http_server: LoopbackServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    serve_model(http_server, tiny_models)
     urls = serve_images(http_server)
     code, out, err = await run_cli(capsys, "classify", "--json", *urls)
 
@@ -93,12 +107,11 @@ async def test_json_output_one_result_per_line_in_input_order(
     assert "run_done" in events
 
 
-@pytest.mark.usefixtures("private_ok")
+@pytest.mark.usefixtures("private_ok", "tflite_model")
 async def test_human_output_and_timing_summary(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str]
+    http_server: LoopbackServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    serve_model(http_server, tiny_models)
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+    red = red_jpeg(http_server)
     code, out, _ = await run_cli(capsys, "classify", red)
     assert code == 0
     assert f"[1] {red}" in out
@@ -117,10 +130,13 @@ async def test_human_output_and_timing_summary(
 @pytest.mark.tf
 @pytest.mark.usefixtures("private_ok")
 async def test_tensorflow_savedmodel_backend(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str]
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    serve_model(http_server, tiny_models, kind="savedmodel")
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+    serve_model(http_server, tiny_models, monkeypatch, "savedmodel")
+    red = red_jpeg(http_server)
     blue = http_server.add_bytes("/img/blue.jpg", solid_jpeg(BLUE), "image/jpeg")
     code, out, _ = await run_cli(capsys, "classify", "--json", red, blue)
     assert code == 0
@@ -128,16 +144,15 @@ async def test_tensorflow_savedmodel_backend(
     assert [r["predictions"][0]["label_id"] for r in results] == [RED_CLASS, BLUE_CLASS]
 
 
+@pytest.mark.usefixtures("tflite_model")
 async def test_private_addresses_are_refused_but_the_model_still_loads(
     http_server: LoopbackServer,
-    tiny_models: TinyModels,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BIRDWATCH_MODEL_CACHE_DIR", str(tmp_path / "cache"))
-    serve_model(http_server, tiny_models)
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+    red = red_jpeg(http_server)
     port = red.split(":")[2].split("/")[0]
     urls = [
         red,
@@ -154,16 +169,14 @@ async def test_private_addresses_are_refused_but_the_model_still_loads(
     assert http_server.hits["/model/birds.tflite"] == 1
 
 
-@pytest.mark.usefixtures("private_ok")
+@pytest.mark.usefixtures("private_ok", "tflite_model")
 async def test_urls_from_file_and_stdin(
     http_server: LoopbackServer,
-    tiny_models: TinyModels,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    serve_model(http_server, tiny_models)
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+    red = red_jpeg(http_server)
     green = http_server.add_bytes("/img/green.jpg", solid_jpeg(GREEN), "image/jpeg")
     listing = tmp_path / "urls.txt"
     listing.write_text(f"# photos\n{red}\n\n  {green}  \n")
@@ -176,14 +189,10 @@ async def test_urls_from_file_and_stdin(
     assert [orjson.loads(line)["url"] for line in out.splitlines()] == [red, green]
 
 
-@pytest.mark.usefixtures("private_ok")
+@pytest.mark.usefixtures("private_ok", "tflite_model")
 async def test_no_urls_means_the_sample_images(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    http_server: LoopbackServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    serve_model(http_server, tiny_models)
     samples = (http_server.add_bytes("/s1.jpg", solid_jpeg(RED), "image/jpeg"),)
     monkeypatch.setattr("consumer.classify.SAMPLE_IMAGE_URLS", samples)
     code, out, _ = await run_cli(capsys, "classify", "--json")
@@ -209,13 +218,12 @@ async def test_bad_setting_is_one_line_naming_the_variable(
     assert "BIRDWATCH_MAX_BATCH_SIZE" in err
 
 
-@pytest.mark.usefixtures("private_ok")
+@pytest.mark.usefixtures("private_ok", "tflite_model")
 async def test_missing_model_exits_2_with_a_reason(
-    http_server: LoopbackServer, tiny_models: TinyModels, capsys: pytest.CaptureFixture[str]
+    http_server: LoopbackServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    serve_model(http_server, tiny_models)
-    os.environ["BIRDWATCH_MODEL_URL"] = http_server.url("/model/gone.tflite")
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+    monkeypatch.setenv("BIRDWATCH_MODEL_URL", http_server.url("/model/gone.tflite"))
+    red = red_jpeg(http_server)
     code, out, err = await run_cli(capsys, "classify", red)
     assert code == 2
     assert "model error" in err
@@ -245,11 +253,9 @@ def test_help_describes_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"Exit\s+status", out)
 
 
-async def test_console_script_prints_only_json_on_stdout(
-    http_server: LoopbackServer, tiny_models: TinyModels, tmp_path: Path
-) -> None:
-    serve_model(http_server, tiny_models)
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED), "image/jpeg")
+@pytest.mark.usefixtures("tflite_model")
+async def test_console_script_prints_only_json_on_stdout(http_server: LoopbackServer) -> None:
+    red = red_jpeg(http_server)
     env = {
         **os.environ,
         "BIRDWATCH_ALLOW_PRIVATE_NETWORKS": "true",

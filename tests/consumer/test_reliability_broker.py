@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,18 +21,8 @@ from structlog.testing import capture_logs
 
 from consumer.config import Settings
 from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    InProcessService,
-    TopicReader,
-    create_service_topics,
-    produce_events,
-    read_topic,
-    results_of,
-    serve_model,
-    unique_names,
-    wait_until,
-)
+from tests.consumer.service_support import new_ids, red_image, set_up_service
+from tests.kafka_support import InProcessService, wait_until
 from tests.reliability_support import JAVA, LocalBroker, duplicates, record_figures
 
 pytestmark = [
@@ -60,34 +49,30 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
     broker = LocalBroker(tmp_path / "kafka-home")
     try:
         first_start_s = await broker.start()
-        bootstrap = broker.bootstrap
-        names = unique_names(f"brk-{guarantee[:3]}")
-        await create_service_topics(bootstrap, names, partitions=3)
-        model = serve_model(http_server, tiny_models)
-        url = http_server.add_bytes(
-            "/img/red.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg", delay_s=IMAGE_DELAY_S
+        setup = await set_up_service(
+            broker.bootstrap,
+            http_server,
+            tiny_models,
+            make_settings,
+            f"brk-{guarantee[:3]}",
+            partitions=3,
         )
+        url = red_image(http_server, delay_s=IMAGE_DELAY_S)
         tuning: dict[str, Any] = {"processing_guarantee": guarantee, "max_in_flight": 16}
         if eos:
             # Longer than the outage: a transaction left open across it is not aborted (and
             # this producer fenced) by the restarted coordinator; see docs/RELIABILITY.md.
             tuning["transaction_timeout_ms"] = 60_000
-        settings = make_settings(
-            kafka_bootstrap_servers=bootstrap,
-            **model,
-            **names.settings(),
-            session_timeout_ms=6000,
-            **tuning,
-        )
-        before = [f"brk-a-{i}-{uuid.uuid4().hex[:8]}" for i in range(BEFORE)]
-        after = [f"brk-b-{i}-{uuid.uuid4().hex[:8]}" for i in range(AFTER)]
+        settings = setup.settings(session_timeout_ms=6000, **tuning)
+        before = new_ids("brk-a", BEFORE)
+        after = new_ids("brk-b", AFTER)
         with capture_logs() as logs:
             service = await InProcessService.start(settings)
             assert service.task is not None
             try:
                 await wait_until(lambda: len(service.owned) == 3, 60, "the partitions assigned")
                 rebalances_before = service.metrics.rebalances._value.get()
-                await produce_events(bootstrap, names.input, ((eid, url) for eid in before))
+                await setup.produce(before, url)
                 await wait_until(lambda: service.count("ok") >= 100, 60, "some results")
                 # Records in flight: fetched, their results not yet durable (in EOS, until their
                 # transaction commits).
@@ -114,21 +99,20 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
                 ok_at_up = service.count("ok")
                 client_logs = caplog.records[client_logs_before:]
 
-                await produce_events(bootstrap, names.input, ((eid, url) for eid in after))
+                await setup.produce(after, url)
                 await wait_until(
                     lambda: service.count("ok") > ok_at_up, 120, "a result after the restart"
                 )
                 first_result_s = time.monotonic() - up_at
                 isolation = "read_committed" if eos else "read_uncommitted"
-                async with TopicReader(bootstrap, names.results, isolation) as reader:
-                    await reader.wait_for_ids({*before, *after}, timeout_s=180)
+                await setup.wait_for_results([*before, *after], timeout_s=180, isolation=isolation)
                 all_done_s = time.monotonic() - up_at
                 assert not service.task.done(), "the service exited after the broker came back"
                 assert not service.state.failed
                 rebalances_after = service.metrics.rebalances._value.get()
             finally:
                 stopped_in = await service.stop()
-            results = results_of(await read_topic(bootstrap, names.results, isolation))
+            results = await setup.results(isolation)
     finally:
         await asyncio.to_thread(broker.remove)
 

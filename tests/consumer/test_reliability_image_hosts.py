@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.config import Settings
-from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    InProcessService,
-    TopicReader,
-    create_service_topics,
-    free_port,
-    produce_events,
-    read_topic,
-    results_of,
-    serve_model,
-    unique_names,
-    wait_until,
-)
+from tests.conftest import LoopbackServer
+from tests.consumer.service_support import ServiceSetupFactory, red_image
+from tests.kafka_support import InProcessService, free_port, wait_until
 from tests.reliability_support import FaultyHost, record_figures
 from tests.support.models import RED_CLASS
 
@@ -45,19 +32,11 @@ HOST_LINGER_S = 60.0
 
 
 async def test_bad_image_hosts_fail_their_images_alone_without_a_rebalance(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: Callable[..., Settings],
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
 ) -> None:
-    names = unique_names("hosts")
-    await create_service_topics(kafka_bootstrap, names, partitions=3)
-    model = serve_model(http_server, tiny_models)
-    good_url = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg")
-    settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        **model,
-        **names.settings(),
+    setup = await service_setup("hosts", partitions=3)
+    good_url = red_image(http_server)
+    settings = setup.settings(
         fetch_timeout_s=FETCH_TIMEOUT_S,
         fetch_retries=FETCH_RETRIES,
         session_timeout_ms=6000,
@@ -92,9 +71,8 @@ async def test_bad_image_hosts_fail_their_images_alone_without_a_rebalance(
                 rebalances_before = service.metrics.rebalances._value.get()
                 owned_before = service.owned
                 joined_at = len(logs)  # log lines of the initial join come before this
-                await produce_events(kafka_bootstrap, names.input, events)
-                async with TopicReader(kafka_bootstrap, names.results) as reader:
-                    await reader.wait_for_ids({eid for eid, _ in events}, timeout_s=120)
+                await setup.produce_events(events)
+                await setup.wait_for_results((eid for eid, _ in events), timeout_s=120)
                 rebalances_after = service.metrics.rebalances._value.get()
                 owned_after = service.owned
                 assert service.task is not None
@@ -104,7 +82,7 @@ async def test_bad_image_hosts_fail_their_images_alone_without_a_rebalance(
         connections = dict(host.connections)
         held_open = {k: max(v) for k, v in host.open_s.items()}
 
-    everything = results_of(await read_topic(kafka_bootstrap, names.results))
+    everything = await setup.results()
     results = {r["id"]: r for r in everything}
     per_id = Counter(r["id"] for r in everything)
     assert set(per_id) == {eid for eid, _ in events}

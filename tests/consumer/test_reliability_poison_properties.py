@@ -5,7 +5,6 @@ ends as exactly one error/ok result or one dead letter, and the consumer keeps a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,20 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.config import Settings
 from schemas import InvalidEventError, parse_event
-from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    InProcessService,
-    TopicReader,
-    create_service_topics,
-    produce,
-    results_of,
-    serve_model,
-    unique_names,
-    wait_until,
-)
+from tests.conftest import LoopbackServer
+from tests.consumer.service_support import ServiceSetupFactory, red_image
+from tests.kafka_support import InProcessService, TopicReader, produce, results_of, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -99,33 +88,22 @@ def expected_id(value: bytes) -> str | None:
 
 
 async def test_random_bad_records_each_get_one_outcome_and_the_consumer_stays_up(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: Callable[..., Settings],
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
 ) -> None:
     values = draw_poison(100)
-    names = unique_names("poison-prop")
-    await create_service_topics(kafka_bootstrap, names, partitions=3)
-    model = serve_model(http_server, tiny_models)
-    red = http_server.add_bytes("/img/red.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg")
+    setup = await service_setup("poison-prop", partitions=3)
+    red = red_image(http_server)
     # A drawn URL may name a real-looking host: fail such fetches fast instead of retrying.
-    settings_ = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        fetch_timeout_s=2,
-        fetch_retries=0,
-        **model,
-        **names.settings(),
-    )
+    settings_ = setup.settings(fetch_timeout_s=2, fetch_retries=0)
     service = await InProcessService.start(settings_)
     try:
         await wait_until(lambda: len(service.owned) == 3, 30, "the member owning all partitions")
         good = [orjson.dumps({"id": f"good-{i}", "url": red}) for i in range(5)]
         records = values + good
-        await produce(kafka_bootstrap, names.input, [(None, v) for v in records], (0, 1, 2))
+        await produce(setup.bootstrap, setup.names.input, [(None, v) for v in records], (0, 1, 2))
         async with (
-            TopicReader(kafka_bootstrap, names.results) as results,
-            TopicReader(kafka_bootstrap, names.dlq) as dlq,
+            TopicReader(setup.bootstrap, setup.names.results) as results,
+            TopicReader(setup.bootstrap, setup.names.dlq) as dlq,
         ):
 
             async def all_answered() -> bool:

@@ -14,29 +14,20 @@ import asyncio
 import contextlib
 import functools
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from consumer.config import Settings
-from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    InProcessService,
-    ServeProcess,
-    TopicReader,
-    create_service_topics,
-    read_topic,
-    results_of,
-    serve_env,
-    serve_model,
-    unique_names,
-    wait_until,
+from tests.conftest import LoopbackServer
+from tests.consumer.service_support import (
+    ServiceSetupFactory,
+    new_ids,
+    ok_at_least,
+    red_image,
 )
+from tests.kafka_support import InProcessService, ServeProcess, wait_until
 from tests.reliability_support import duplicates, produce_paced, record_figures
 from tests.support.models import RED_CLASS
 
@@ -55,20 +46,14 @@ SESSION_TIMEOUT_MS = 6000  # the broker's minimum: a dead member is noticed soon
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
     guarantee: str,
-    kafka_bootstrap: str,
+    service_setup: ServiceSetupFactory,
     http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: Callable[..., Settings],
     tmp_path: Path,
 ) -> None:
     eos = guarantee == "exactly_once"
-    names = unique_names(f"kill9-{guarantee[:3]}")
-    await create_service_topics(kafka_bootstrap, names, PARTITIONS)
-    model = serve_model(http_server, tiny_models)
+    setup = await service_setup(f"kill9-{guarantee[:3]}", PARTITIONS)
     # A slightly slow host and a small in-flight bound: each member has records in flight.
-    url = http_server.add_bytes(
-        "/img/red.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg", delay_s=0.05
-    )
+    url = red_image(http_server, delay_s=0.05)
     tuning: dict[str, Any] = {
         "processing_guarantee": guarantee,
         "session_timeout_ms": SESSION_TIMEOUT_MS,
@@ -77,12 +62,8 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
     if eos:
         # The broker aborts a killed incarnation's open transaction once this has passed.
         tuning["transaction_timeout_ms"] = 10_000
-    env = serve_env(kafka_bootstrap, names, model, **tuning)
-    survivor = await InProcessService.start(
-        make_settings(
-            kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings(), **tuning
-        )
-    )
+    env = setup.serve_env(**tuning)
+    survivor = await InProcessService.start(setup.settings(**tuning))
     # In EOS the victim's transactions stay open half a second before each commit (a slow
     # client), so most kills land inside one: its results are written, then aborted.
     commit_delay_s = 0.5 if eos else None
@@ -94,11 +75,11 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
     try:
         await victim.wait_ready(timeout_s=90)
         await wait_until(lambda: len(survivor.owned) == 3, 60, "two members sharing 6 partitions")
-        ids = [f"k9-{i}-{uuid.uuid4().hex[:8]}" for i in range(EVENTS)]
+        ids = new_ids("k9", EVENTS)
         started = time.monotonic()
         # A stream, not a backlog: every partition keeps getting work while the kills happen.
         stream = asyncio.create_task(
-            produce_paced(kafka_bootstrap, names.input, [(eid, url) for eid in ids], RATE)
+            produce_paced(setup.bootstrap, setup.names.input, [(eid, url) for eid in ids], RATE)
         )
         for n in range(1, KILLS + 1):
             # Kill once this incarnation is busy: it has done some work (or, should the stream
@@ -110,7 +91,7 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
                     f"incarnation {n - 1} doing {WORK_BEFORE_KILL} events",
                     step=0.05,
                 )
-            in_transaction = eos and await transaction_open(kafka_bootstrap, names.results)
+            in_transaction = eos and await setup.transaction_open()
             in_flight = await victim.metric("birdwatch_records_in_flight")
             done = await victim.metric("birdwatch_results_produced_total", status="ok")
             victim.kill()
@@ -128,8 +109,7 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
                 }
             )
         stream_s = await asyncio.wait_for(stream, 120)
-        async with TopicReader(kafka_bootstrap, names.results, isolation) as reader:
-            await reader.wait_for_ids(set(ids), timeout_s=240)
+        await setup.wait_for_results(ids, timeout_s=240, isolation=isolation)
         wall_s = time.monotonic() - started
         assert await victim.terminate(timeout_s=60) == 0
     finally:
@@ -141,9 +121,9 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
     assert not survivor.state.failed
 
     if eos:
-        visible, written = await settled_results(kafka_bootstrap, names.results)
+        visible, written = await setup.settled_results()
     else:
-        visible = written = results_of(await read_topic(kafka_bootstrap, names.results))
+        visible = written = await setup.results()
     per_id = Counter(r["id"] for r in visible)
     lost = set(ids) - set(per_id)
     assert not lost
@@ -180,42 +160,3 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
             "victim_commit_delay_s": commit_delay_s,
         },
     )
-
-
-async def ok_at_least(process: ServeProcess, count: float) -> bool:
-    return await process.metric("birdwatch_results_produced_total", status="ok") >= count
-
-
-async def transaction_open(bootstrap: str, topic: str, within_s: float = 5.0) -> bool:
-    """Wait (at most `within_s`) until some transaction on `topic` is open; whether one was."""
-    async with (
-        TopicReader(bootstrap, topic, "read_committed") as committed,
-        TopicReader(bootstrap, topic) as everything,
-    ):
-
-        async def is_open() -> bool:
-            return await committed.end_offsets() != await everything.end_offsets()
-
-        try:
-            await wait_until(is_open, within_s, "an open transaction", step=0.02)
-        except TimeoutError:
-            return False
-        return True
-
-
-async def settled_results(
-    bootstrap: str, topic: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(read_committed results, all results written) once no transaction is left open."""
-    async with (
-        TopicReader(bootstrap, topic, "read_committed") as committed,
-        TopicReader(bootstrap, topic) as everything,
-    ):
-
-        async def settled() -> bool:
-            return await committed.end_offsets() == await everything.end_offsets()
-
-        # Dead transactions are aborted after transaction_timeout_ms plus the broker's check
-        # interval (10 s by default).
-        await wait_until(settled, 60, "every open transaction to be resolved", step=0.5)
-        return results_of(await committed.read_to_end()), results_of(await everything.read_to_end())

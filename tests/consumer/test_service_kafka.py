@@ -7,58 +7,35 @@ Images and the model come from the loopback server; every test has its own topic
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from collections.abc import Callable
 
 import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.config import Settings
 from consumer.serve import run_serve
 from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
+from tests.consumer.service_support import ServiceSetupFactory, new_ids, red_image
 from tests.kafka_support import (
     InProcessService,
     TopicReader,
     committed_offsets,
-    create_service_topics,
     free_port,
     metric_value,
-    produce_events,
     read_topic,
-    results_of,
-    serve_model,
-    unique_names,
     wait_until,
 )
 from tests.support.models import RED_CLASS
 
 pytestmark = pytest.mark.kafka
 
-SettingsFactory = Callable[..., Settings]
-
-
-def red_image(server: LoopbackServer, path: str = "/img/red.jpg", delay_s: float = 0.0) -> str:
-    return server.add_bytes(path, solid_jpeg(RED, (64, 48)), "image/jpeg", delay_s=delay_s)
-
-
-def new_ids(prefix: str, count: int) -> list[str]:
-    return [f"{prefix}-{i}-{uuid.uuid4().hex[:8]}" for i in range(count)]
-
 
 async def test_two_consumers_split_six_partitions_and_answer_each_event_once(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
 ) -> None:
-    names = unique_names("split")
-    await create_service_topics(kafka_bootstrap, names, partitions=6)
-    model = serve_model(http_server, tiny_models)
+    setup = await service_setup("split", partitions=6)
     urls = [red_image(http_server, f"/img/red{i}.jpg") for i in range(5)]
-    settings = make_settings(kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings())
+    settings = setup.settings()
 
     first = await InProcessService.start(settings)
     second = await InProcessService.start(settings)
@@ -72,11 +49,8 @@ async def test_two_consumers_split_six_partitions_and_answer_each_event_once(
         assert first.state.ready
         assert second.state.ready
         ids = new_ids("split", 500)
-        await produce_events(
-            kafka_bootstrap, names.input, ((eid, urls[i % 5]) for i, eid in enumerate(ids))
-        )
-        async with TopicReader(kafka_bootstrap, names.results) as reader:
-            await reader.wait_for_ids(set(ids), timeout_s=90)
+        await setup.produce(ids, urls)
+        await setup.wait_for_results(ids, timeout_s=90)
         # The split held for the whole run, and both members did part of the work.
         assert len(first.owned) == len(second.owned) == 3
         assert first.count("ok") > 0
@@ -86,47 +60,34 @@ async def test_two_consumers_split_six_partitions_and_answer_each_event_once(
         await first.stop()
         await second.stop()
 
-    results = results_of(await read_topic(kafka_bootstrap, names.results))
+    results = await setup.results()
     assert len(results) == 500
     assert Counter(r["id"] for r in results) == Counter(ids)
     assert {r["status"] for r in results} == {"ok"}
     assert {r["predictions"][0]["label_id"] for r in results} == {RED_CLASS}
-    assert await read_topic(kafka_bootstrap, names.dlq) == []
+    assert await read_topic(setup.bootstrap, setup.names.dlq) == []
     assert first.metrics.rebalances._value.get() == 2  # alone, then shared with the second
     assert second.metrics.rebalances._value.get() == 1
 
 
 async def test_slow_images_cause_no_rebalance_and_no_duplicate(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
 ) -> None:
-    names = unique_names("slow")
-    await create_service_topics(kafka_bootstrap, names, partitions=3)
-    model = serve_model(http_server, tiny_models)
+    setup = await service_setup("slow", partitions=3)
     url = red_image(http_server, delay_s=2.5)
     # 12 images, 4 at a time, 2.5 s each: intake stays paused longer than the session timeout.
-    settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        **model,
-        **names.settings(),
-        session_timeout_ms=6000,
-        max_in_flight=4,
-        fetch_timeout_s=30,
-    )
+    settings = setup.settings(session_timeout_ms=6000, max_in_flight=4, fetch_timeout_s=30)
     ids = new_ids("slow", 12)
     with capture_logs() as logs:
         service = await InProcessService.start(settings)
         try:
             await wait_until(lambda: len(service.owned) == 3, 30, "the partitions assigned")
-            await produce_events(kafka_bootstrap, names.input, ((eid, url) for eid in ids))
-            async with TopicReader(kafka_bootstrap, names.results) as reader:
-                await reader.wait_for_ids(set(ids), timeout_s=60)
+            await setup.produce(ids, url)
+            await setup.wait_for_results(ids, timeout_s=60)
         finally:
             await service.stop()
 
-    results = results_of(await read_topic(kafka_bootstrap, names.results))
+    results = await setup.results()
     assert Counter(r["id"] for r in results) == Counter(ids)
     assert all(r["timings_ms"]["fetch"] >= 2400 for r in results)
     assert service.metrics.rebalances._value.get() == 1
@@ -138,22 +99,14 @@ async def test_slow_images_cause_no_rebalance_and_no_duplicate(
 
 
 async def test_a_revoke_waiting_longer_than_the_session_timeout_keeps_the_member(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
 ) -> None:
     """A member finishing slow in-flight work in its revoke handler is not dropped from the
     group meanwhile (which would hand its partitions out again and, in exactly-once mode, let
     both members commit the same records)."""
-    names = unique_names("revoke")
-    await create_service_topics(kafka_bootstrap, names, partitions=6)
-    model = serve_model(http_server, tiny_models)
+    setup = await service_setup("revoke", partitions=6)
     url = red_image(http_server, delay_s=9)
-    settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        **model,
-        **names.settings(),
+    settings = setup.settings(
         processing_guarantee="exactly_once",
         session_timeout_ms=6000,
         revoke_timeout_s=15,
@@ -164,21 +117,20 @@ async def test_a_revoke_waiting_longer_than_the_session_timeout_keeps_the_member
     second: InProcessService | None = None
     try:
         await wait_until(lambda: len(first.owned) == 6, 30, "the first member owning all")
-        await produce_events(kafka_bootstrap, names.input, ((eid, url) for eid in ids))
+        await setup.produce(ids, url)
         await wait_until(
             lambda: first.metrics.records_consumed._value.get() == 12, 30, "the records taken"
         )
         # The second member joins while all 12 images are still downloading (9 s each).
         second = await InProcessService.start(settings)
         await wait_until(lambda: len(first.owned) == 3 and len(second.owned) == 3, 45, "the split")
-        async with TopicReader(kafka_bootstrap, names.results, "read_committed") as reader:
-            await reader.wait_for_ids(set(ids), timeout_s=30)
+        await setup.wait_for_results(ids, timeout_s=30, isolation="read_committed")
     finally:
         await first.stop()
         if second is not None:
             await second.stop()
 
-    results = results_of(await read_topic(kafka_bootstrap, names.results, "read_committed"))
+    results = await setup.results("read_committed")
     assert Counter(r["id"] for r in results) == Counter(ids)
     # The first member finished its work during the revoke; nobody redid it.
     assert first.count("ok") == 12
@@ -187,23 +139,20 @@ async def test_a_revoke_waiting_longer_than_the_session_timeout_keeps_the_member
     assert second.metrics.rebalances._value.get() == 1
 
 
+def slow_model(server: LoopbackServer, models: TinyModels) -> str:
+    """The tiny model again, taking 1.5 s to download; returns its URL."""
+    return server.add_bytes("/model/slow.tflite", models.tflite.read_bytes(), delay_s=1.5)
+
+
 async def test_serve_endpoints_graceful_stop_commits_all_and_a_restart_redoes_nothing(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer, tiny_models: TinyModels
 ) -> None:
-    names = unique_names("serve")
-    await create_service_topics(kafka_bootstrap, names, partitions=6)
-    model = serve_model(http_server, tiny_models)
+    setup = await service_setup("serve", partitions=6)
     # A model that takes a moment to download: the endpoints answer before it is loaded.
-    http_server.add_bytes("/model/slow.tflite", tiny_models.tflite.read_bytes(), delay_s=1.5)
-    model["model_url"] = http_server.url("/model/slow.tflite")
+    model_url = slow_model(http_server, tiny_models)
     url = red_image(http_server)
     port = free_port()
-    settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings(), http_port=port
-    )
+    settings = setup.settings(model_url=model_url, http_port=port)
     base = f"http://127.0.0.1:{port}"
     ids = new_ids("serve", 60)
     stop = asyncio.Event()
@@ -224,9 +173,8 @@ async def test_serve_endpoints_graceful_stop_commits_all_and_a_restart_redoes_no
             await wait_until(lambda: answers_ok("/healthz"), 10, "/healthz")
             assert await status("/readyz") == 503  # the model is still downloading
             ready_s = await wait_until(lambda: answers_ok("/readyz"), 30, "/readyz")
-            await produce_events(kafka_bootstrap, names.input, ((eid, url) for eid in ids))
-            async with TopicReader(kafka_bootstrap, names.results) as reader:
-                await reader.wait_for_ids(set(ids), timeout_s=60)
+            await setup.produce(ids, url)
+            await setup.wait_for_results(ids, timeout_s=60)
             async with http.get(base + "/metrics") as resp:
                 assert resp.status == 200
                 metrics = await resp.text()
@@ -248,9 +196,9 @@ async def test_serve_endpoints_graceful_stop_commits_all_and_a_restart_redoes_no
     assert "birdwatch_records_in_flight" in metrics
 
     # Everything done is committed: the group's offsets are the ends of the input partitions.
-    async with TopicReader(kafka_bootstrap, names.input) as inputs:
+    async with TopicReader(setup.bootstrap, setup.names.input) as inputs:
         ends = await inputs.end_offsets()
-    committed = await committed_offsets(kafka_bootstrap, names.group)
+    committed = await committed_offsets(setup.bootstrap, setup.names.group)
     assert sum(ends.values()) == 60
     assert {tp: off for tp, off in committed.items() if off >= 0} == {
         tp: end for tp, end in ends.items() if end > 0
@@ -264,23 +212,15 @@ async def test_serve_endpoints_graceful_stop_commits_all_and_a_restart_redoes_no
         assert restarted.metrics.records_consumed._value.get() == 0
     finally:
         await restarted.stop()
-    results = results_of(await read_topic(kafka_bootstrap, names.results))
+    results = await setup.results()
     assert Counter(r["id"] for r in results) == Counter(ids)
 
 
 async def test_stop_before_the_model_is_loaded_exits_cleanly(
-    kafka_bootstrap: str,
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer, tiny_models: TinyModels
 ) -> None:
-    names = unique_names("early")
-    model = serve_model(http_server, tiny_models)
-    http_server.add_bytes("/model/slow.tflite", tiny_models.tflite.read_bytes(), delay_s=1.5)
-    model["model_url"] = http_server.url("/model/slow.tflite")
-    settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings(), http_port=free_port()
-    )
+    setup = await service_setup("early")
+    settings = setup.settings(model_url=slow_model(http_server, tiny_models), http_port=free_port())
     stop = asyncio.Event()
     serving = asyncio.create_task(run_serve(settings, stop))
     await wait_until(lambda: http_server.hits.get("/model/slow.tflite", 0) == 1, 10, "model fetch")

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer import cli
-from consumer.config import Settings
 from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
+from tests.consumer.service_support import ServiceSetup, SettingsFactory, red_image
 from tests.kafka_support import (
     InProcessService,
     Names,
-    TopicReader,
     read_topic,
     serve_model,
     unique_names,
@@ -25,8 +22,6 @@ from tests.kafka_support import (
 from tests.support.models import RED_CLASS
 
 pytestmark = pytest.mark.kafka
-
-SettingsFactory = Callable[..., Settings]
 
 
 async def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -93,10 +88,7 @@ async def test_publish_then_results_end_to_end(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert (await run_cli(capsys, "topics", "create", "--partitions", "2"))[0] == 0
-    urls = [
-        http_server.add_bytes(f"/img/red{i}.jpg", solid_jpeg(RED, (64, 48)), "image/jpeg")
-        for i in range(3)
-    ]
+    urls = [red_image(http_server, f"/img/red{i}.jpg") for i in range(3)]
     code, out, _ = await run_cli(capsys, "publish", "--json", *urls, "ftp://example.org/x.jpg")
     assert code == 1  # one URL was refused, the others published
     printed = [orjson.loads(line) for line in out.splitlines()]
@@ -112,12 +104,10 @@ async def test_publish_then_results_end_to_end(
     )
 
     model = serve_model(http_server, tiny_models)
-    service = await InProcessService.start(
-        make_settings(kafka_bootstrap_servers=kafka_bootstrap, **model, **names.settings())
-    )
+    setup = ServiceSetup(kafka_bootstrap, names, model, make_settings)
+    service = await InProcessService.start(setup.settings())
     try:
-        async with TopicReader(kafka_bootstrap, names.results) as reader:
-            await reader.wait_for_ids(set(ids), timeout_s=60)
+        await setup.wait_for_results(ids, timeout_s=60)
     finally:
         await service.stop()
 

@@ -13,10 +13,7 @@ TensorFlow is imported lazily inside the generators, so importing this module is
 from __future__ import annotations
 
 import functools
-import gzip
 import importlib.util
-import io
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from bench.inputs import write_tar_gz
 
 NUM_CLASSES = 965
 IMAGE_SIZE = 224
@@ -212,24 +211,6 @@ def _save_tf1_hub(tf: Any, export_dir: Path) -> None:
     (export_dir / "tfhub_module.pb").write_bytes(_MODULE_DEF_V3)
 
 
-def _write_tar_gz(source: Path, path: Path, member_prefix: str) -> None:
-    """Archive the contents of ``source`` (not the directory itself) reproducibly."""
-
-    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        return info
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for item in sorted(source.rglob("*"), key=lambda p: p.relative_to(source).parts):
-            name = member_prefix + item.relative_to(source).as_posix()
-            tar.add(item, arcname=name, recursive=False, filter=normalise)
-    with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write(buffer.getvalue())
-
-
 def make_savedmodel_archive(
     path: Path, flavor: Literal["tf2", "tf1_hub"], *, member_prefix: Literal["", "./"] = ""
 ) -> None:
@@ -251,4 +232,4 @@ def make_savedmodel_archive(
             _save_tf1_hub(tf, export_dir)
         else:
             raise ValueError(f"unknown flavor: {flavor!r}")
-        _write_tar_gz(export_dir, path, member_prefix)
+        write_tar_gz(export_dir, path, member_prefix)

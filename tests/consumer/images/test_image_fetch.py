@@ -20,6 +20,9 @@ from consumer.images.fetch import MAX_REDIRECTS, USER_AGENT
 from schemas import ErrorCode
 from tests.conftest import LoopbackServer
 
+# Nothing may dial anything but loopback (see the `dialled` fixture).
+pytestmark = pytest.mark.usefixtures("dialled")
+
 BODY = b"\xff\xd8\xff\xe0 pretend jpeg bytes"
 FAST = FetchPolicy(
     timeout_s=2.0, connect_timeout_s=1.0, retries=2, backoff_s=0.05, allow_private=True
@@ -59,23 +62,6 @@ async def fetching(
         yield Fetching(ImageFetcher(own, policy, concurrency, sleep=record_sleep), slept)
     finally:
         await own.close()
-
-
-@pytest.fixture(autouse=True)
-async def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address dialled, and a hard stop before anything but loopback is dialled."""
-    loop = asyncio.get_running_loop()
-    dialled: list[Any] = []
-    real_connect = loop.sock_connect
-
-    async def sock_connect(sock: socket.socket, address: Any) -> None:
-        dialled.append(address)
-        if address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"test tried to dial {address}")
-        await real_connect(sock, address)
-
-    monkeypatch.setattr(loop, "sock_connect", sock_connect)
-    return dialled
 
 
 async def linger(request: web.Request, seconds: float) -> None:
@@ -440,23 +426,23 @@ def closed_port() -> int:
     return port
 
 
-async def test_connection_refused_fails_after_retries(loopback_only: list[Any]) -> None:
+async def test_connection_refused_fails_after_retries(dialled: list[Any]) -> None:
     port = closed_port()
     async with fetching() as f:
         error = await f.fail(f"http://127.0.0.1:{port}/bird.jpg", ErrorCode.FETCH_FAILED)
         assert len(f.slept) == FAST.retries
     assert "cannot connect" in error.message
-    assert loopback_only == [("127.0.0.1", port)] * (FAST.retries + 1)
+    assert dialled == [("127.0.0.1", port)] * (FAST.retries + 1)
 
 
-async def test_unresolvable_host_fails_fast_without_retry(loopback_only: list[Any]) -> None:
+async def test_unresolvable_host_fails_fast_without_retry(dialled: list[Any]) -> None:
     async with fetching() as f:
         started = time.monotonic()
         error = await f.fail("http://nonexistent.invalid/bird.jpg", ErrorCode.FETCH_FAILED)
         assert time.monotonic() - started < 1.5
         assert f.slept == []
     assert "cannot resolve host" in error.message
-    assert loopback_only == []
+    assert dialled == []
 
 
 async def raw_server(
@@ -518,11 +504,11 @@ async def test_garbage_response_fails_without_retry() -> None:
     "url",
     ["http://[::1", "http://[::1]x/", "http://host:99999/", "http://host:abc/", "http://xn--a/"],
 )
-async def test_malformed_url_is_an_image_error(url: str, loopback_only: list[Any]) -> None:
+async def test_malformed_url_is_an_image_error(url: str, dialled: list[Any]) -> None:
     async with fetching() as f:
         await f.fail(url, ErrorCode.BLOCKED_URL)
         assert f.slept == []
-    assert loopback_only == []
+    assert dialled == []
 
 
 async def test_redirect_to_an_invalid_host_is_an_image_error(http_server: LoopbackServer) -> None:

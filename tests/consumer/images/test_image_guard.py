@@ -1,12 +1,12 @@
 """SSRF guard: address classes, URL checks, the filtering resolver, and the fetcher using them.
 
-Nothing here may leave the machine: an autouse fixture fails any test that dials a non-loopback
-address, and names are only ever "resolved" by fake resolvers or to loopback.
+Nothing here may leave the machine: the `dialled` fixture, which every test uses, fails any
+test that dials a non-loopback address, and names are only ever "resolved" by fake resolvers or
+to loopback.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import time
@@ -31,26 +31,12 @@ from consumer.images.guard import (
 from schemas import ErrorCode
 from tests.conftest import LoopbackServer
 
+# Nothing may dial anything but loopback (see the `dialled` fixture).
+pytestmark = pytest.mark.usefixtures("dialled")
+
 BODY = b"\x89PNG\r\n\x1a\n pretend png"
 GUARDED = FetchPolicy(timeout_s=2.0, connect_timeout_s=1.0, retries=0, allow_private=False)
 OPEN = FetchPolicy(timeout_s=2.0, connect_timeout_s=1.0, retries=0, allow_private=True)
-
-
-@pytest.fixture(autouse=True)
-async def dialled(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every address a socket connects to; anything but loopback fails the test undialled."""
-    loop = asyncio.get_running_loop()
-    seen: list[Any] = []
-    real_connect = loop.sock_connect
-
-    async def sock_connect(sock: socket.socket, address: Any) -> None:
-        seen.append(address)
-        if address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"test tried to dial {address}")
-        await real_connect(sock, address)
-
-    monkeypatch.setattr(loop, "sock_connect", sock_connect)
-    return seen
 
 
 async def expect_blocked(fetcher: ImageFetcher, url: str) -> ImageError:

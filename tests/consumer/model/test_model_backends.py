@@ -255,21 +255,31 @@ def _softmax_of_means(tf: Any, images: Any, kernel: NDArray[np.float32]) -> Any:
     return tf.nn.softmax(tf.matmul(tf.reduce_mean(images, axis=[1, 2]), kernel))
 
 
-def _write(tmp_path: Path, name: str, data: bytes) -> Path:
+def _tflite(
+    tf: Any,
+    tmp_path: Path,
+    name: str,
+    fn: Callable[[Any], Any],
+    input_shape: list[int] | None = None,
+    quantize: Any = None,
+) -> ModelArtifact:
+    """`fn` converted to a LiteRT model in `tmp_path`/`name` (input [1, 224, 224, 3] unless
+    `input_shape` says otherwise)."""
     path = tmp_path / name
-    path.write_bytes(data)
-    return path
+    path.write_bytes(_convert(tf, fn, input_shape or [1, 224, 224, 3], quantize))
+    return artifact(path, "tflite")
+
+
+def _float_colour_classifier(tf: Any, tmp_path: Path, kernel: NDArray[np.float32]) -> Classifier:
+    """A float LiteRT model answering softmax(channel means @ `kernel`), loaded."""
+    model = _tflite(tf, tmp_path, "float.tflite", lambda x: _softmax_of_means(tf, x, kernel))
+    return load_classifier(model, 1)
 
 
 @pytest.mark.tf
 def test_litert_float_model_gets_pixels_scaled_to_unit_range(tf: Any, tmp_path: Path) -> None:
     kernel = _colour_kernel(7)
-    path = _write(
-        tmp_path,
-        "float.tflite",
-        _convert(tf, lambda x: _softmax_of_means(tf, x, kernel), [1, 224, 224, 3]),
-    )
-    classifier = load_classifier(artifact(path, "tflite"), 1)
+    classifier = _float_colour_classifier(tf, tmp_path, kernel)
     batch = np.concatenate([solid(COLOURS[c]) for c in ("red", "green", "blue", "dull-red")])
 
     probs = classifier.predict(batch)
@@ -302,8 +312,8 @@ def test_litert_int8_model_gets_shifted_pixels_and_dequantized_output(
             noise = rng.integers(0, 256, (1, 224, 224, 3)).astype(np.float32)
             yield [((noise - 128) / 128).astype(np.float32)]
 
-    path = _write(tmp_path, "int8.tflite", _convert(tf, fn, [1, 224, 224, 3], representative))
-    classifier = load_classifier(artifact(path, "tflite"), 1)
+    model = _tflite(tf, tmp_path, "int8.tflite", fn, quantize=representative)
+    classifier = load_classifier(model, 1)
     batch = np.concatenate([solid(COLOURS[c]) for c in ("red", "green", "blue", "grey")])
 
     probs = classifier.predict(batch)
@@ -333,23 +343,21 @@ def test_litert_refuses_models_of_another_interface(
         probs = _softmax_of_means(tf, x, kernel)
         return probs if outputs == 1 else (probs, tf.reduce_max(probs, axis=1))
 
-    path = _write(tmp_path, "other.tflite", _convert(tf, fn, shape))
+    model = _tflite(tf, tmp_path, "other.tflite", fn, shape)
 
     with pytest.raises(ModelError, match=reason):
-        load_classifier(artifact(path, "tflite"), 1)
+        load_classifier(model, 1)
 
 
 @pytest.mark.tf
 def test_warm_up_catches_outputs_of_the_wrong_rank(tf: Any, tmp_path: Path) -> None:
     kernel = _colour_kernel(5)
-    path = _write(
-        tmp_path,
-        "rank3.tflite",
-        _convert(tf, lambda x: _softmax_of_means(tf, x, kernel)[:, None, :], [1, 224, 224, 3]),
+    model = _tflite(
+        tf, tmp_path, "rank3.tflite", lambda x: _softmax_of_means(tf, x, kernel)[:, None, :]
     )
 
     with pytest.raises(ModelError, match=r"warm-up returned shape \(1, 1, 5\), expected \(1, 5\)"):
-        load_classifier(artifact(path, "tflite"), 1)
+        load_classifier(model, 1)
 
 
 # --- TensorFlow -------------------------------------------------------------------------------
@@ -514,13 +522,7 @@ def test_check_labels(litert: Classifier, tiny_models: TinyModels) -> None:
 
 @pytest.mark.tf
 def test_check_labels_on_a_smaller_tflite(tf: Any, tmp_path: Path, tiny_models: TinyModels) -> None:
-    kernel = _colour_kernel(7)
-    path = _write(
-        tmp_path,
-        "seven.tflite",
-        _convert(tf, lambda x: _softmax_of_means(tf, x, kernel), [1, 224, 224, 3]),
-    )
-    classifier = load_classifier(artifact(path, "tflite"), 1)
+    classifier = _float_colour_classifier(tf, tmp_path, _colour_kernel(7))
 
     with pytest.raises(ModelError, match="965 labels but the model has 7 classes"):
         check_labels(classifier, parse_labels(tiny_models.labels_csv))

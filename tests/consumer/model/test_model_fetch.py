@@ -120,6 +120,11 @@ def cache(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def fetcher(session: aiohttp.ClientSession, cache: Path) -> ModelFetcher:
+    return ModelFetcher(session, cache)
+
+
+@pytest.fixture
 def tflite_bytes(tiny_models: TinyModels) -> bytes:
     return tiny_models.tflite.read_bytes()
 
@@ -233,11 +238,11 @@ def test_cache_key_is_stable_and_per_url() -> None:
 
 
 async def test_fetch_tflite(
-    http_server: LoopbackServer, session: aiohttp.ClientSession, cache: Path, tflite_bytes: bytes
+    http_server: LoopbackServer, fetcher: ModelFetcher, cache: Path, tflite_bytes: bytes
 ) -> None:
     url = http_server.add_bytes("/models/birds.tflite", tflite_bytes)
 
-    artifact = await ModelFetcher(session, cache).fetch_model(url)
+    artifact = await fetcher.fetch_model(url)
 
     assert artifact.url == url
     assert artifact.kind == "tflite"
@@ -257,7 +262,7 @@ async def test_fetch_tflite(
 )
 async def test_fetch_savedmodel_archives(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
+    fetcher: ModelFetcher,
     cache: Path,
     tf2_targz: bytes,
     layout: str,
@@ -271,7 +276,7 @@ async def test_fetch_savedmodel_archives(
     }[layout]
     url = http_server.add_bytes("/models/birds", body)
 
-    artifact = await ModelFetcher(session, cache).fetch_model(url)
+    artifact = await fetcher.fetch_model(url)
 
     assert artifact.kind == "savedmodel"
     assert artifact.path == cache / cache_key(url) / "saved_model"
@@ -285,12 +290,12 @@ async def test_fetch_savedmodel_archives(
 
 
 async def test_savedmodel_in_pbtxt_form_is_accepted(
-    http_server: LoopbackServer, session: aiohttp.ClientSession, cache: Path
+    http_server: LoopbackServer, fetcher: ModelFetcher
 ) -> None:
     body = make_tar([("m/saved_model.pbtxt", b"meta_graphs {}"), ("m/variables/x", b"1")])
     url = http_server.add_bytes("/pbtxt.tar.gz", body)
 
-    artifact = await ModelFetcher(session, cache).fetch_model(url)
+    artifact = await fetcher.fetch_model(url)
 
     assert artifact.kind == "savedmodel"
     assert (artifact.path / "saved_model.pbtxt").read_bytes() == b"meta_graphs {}"
@@ -298,14 +303,12 @@ async def test_savedmodel_in_pbtxt_form_is_accepted(
 
 async def test_kind_comes_from_content_not_name(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
-    cache: Path,
+    fetcher: ModelFetcher,
     tflite_bytes: bytes,
     tf2_targz: bytes,
 ) -> None:
     tflite_url = http_server.add_bytes("/model.tar.gz", tflite_bytes, "application/gzip")
     archive_url = http_server.add_bytes("/model.tflite", tf2_targz, "application/octet-stream")
-    fetcher = ModelFetcher(session, cache)
 
     tflite = await fetcher.fetch_model(tflite_url)
     archive = await fetcher.fetch_model(archive_url)
@@ -330,7 +333,7 @@ async def test_kind_comes_from_content_not_name(
 )
 async def test_unusable_content_is_a_permanent_error_and_leaves_nothing(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
+    fetcher: ModelFetcher,
     cache: Path,
     body: bytes,
     reason: str,
@@ -338,7 +341,7 @@ async def test_unusable_content_is_a_permanent_error_and_leaves_nothing(
     url = http_server.add_bytes("/model", body, "text/html")
 
     with pytest.raises(ModelError, match=reason) as caught:
-        await ModelFetcher(session, cache).fetch_model(url)
+        await fetcher.fetch_model(url)
 
     assert caught.value.retryable is False
     assert os.listdir(cache) == []
@@ -350,7 +353,7 @@ async def test_unusable_content_is_a_permanent_error_and_leaves_nothing(
 )
 async def test_http_errors(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
+    fetcher: ModelFetcher,
     cache: Path,
     status: int,
     retryable: bool,
@@ -358,16 +361,16 @@ async def test_http_errors(
     url = http_server.add_bytes("/model.tflite", b"nope", "text/plain", status=status)
 
     with pytest.raises(ModelError, match=f"answered HTTP {status}") as caught:
-        await ModelFetcher(session, cache).fetch_model(url)
+        await fetcher.fetch_model(url)
 
     assert caught.value.retryable is retryable
     assert http_server.hits["/model.tflite"] == 1
     assert os.listdir(cache) == []
 
 
-async def test_unreachable_server_is_retryable(session: aiohttp.ClientSession, cache: Path) -> None:
+async def test_unreachable_server_is_retryable(fetcher: ModelFetcher, cache: Path) -> None:
     with pytest.raises(ModelError, match="failed: ClientConnectorError") as caught:
-        await ModelFetcher(session, cache).fetch_model(closed_port_url())
+        await fetcher.fetch_model(closed_port_url())
 
     assert caught.value.retryable is True
     assert os.listdir(cache) == []
@@ -490,11 +493,10 @@ async def test_second_fetch_is_a_cache_hit(
 
 
 async def test_cache_is_keyed_by_url(
-    http_server: LoopbackServer, session: aiohttp.ClientSession, cache: Path, tflite_bytes: bytes
+    http_server: LoopbackServer, fetcher: ModelFetcher, cache: Path, tflite_bytes: bytes
 ) -> None:
     first = http_server.add_bytes("/a.tflite", tflite_bytes)
     second = http_server.add_bytes("/b.tflite", tflite_bytes)
-    fetcher = ModelFetcher(session, cache)
 
     a = await fetcher.fetch_model(first)
     b = await fetcher.fetch_model(second)
@@ -570,7 +572,7 @@ async def test_no_cache_mode_keeps_nothing_after_close(
 )
 async def test_archives_reaching_outside_are_refused(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
+    fetcher: ModelFetcher,
     tmp_path: Path,
     cache: Path,
     members: list[Member],
@@ -579,7 +581,7 @@ async def test_archives_reaching_outside_are_refused(
     url = http_server.add_bytes("/hostile.tar.gz", make_tar(members))
 
     with pytest.raises(ModelError, match="cannot unpack the model archive") as caught:
-        await ModelFetcher(session, cache).fetch_model(url)
+        await fetcher.fetch_model(url)
 
     assert caught.value.retryable is False
     assert (tmp_path / "evil").read_bytes() == b"original"
@@ -588,14 +590,14 @@ async def test_archives_reaching_outside_are_refused(
 
 
 async def test_absolute_member_paths_are_kept_inside_the_entry(
-    http_server: LoopbackServer, session: aiohttp.ClientSession, tmp_path: Path, cache: Path
+    http_server: LoopbackServer, fetcher: ModelFetcher, tmp_path: Path, cache: Path
 ) -> None:
     outside = tmp_path / "outside" / "planted"
     body = make_tar([("saved_model.pb", b"pb"), (str(outside), b"pwned")])
     url = http_server.add_bytes("/absolute.tar.gz", body)
 
     try:
-        artifact = await ModelFetcher(session, cache).fetch_model(url)
+        artifact = await fetcher.fetch_model(url)
     except ModelError:  # refusing would be as good as neutralising
         assert os.listdir(cache) == []
     else:
@@ -713,13 +715,11 @@ async def test_labels_are_fetched_once_then_cached(
 @pytest.mark.parametrize(("status", "retryable"), [(404, False), (503, True)])
 async def test_label_errors_are_not_cached(
     http_server: LoopbackServer,
-    session: aiohttp.ClientSession,
-    cache: Path,
+    fetcher: ModelFetcher,
     status: int,
     retryable: bool,
 ) -> None:
     url = http_server.add_bytes("/labels.csv", b"oops", "text/plain", status=status)
-    fetcher = ModelFetcher(session, cache)
 
     with pytest.raises(ModelError, match=f"HTTP {status}") as caught:
         await fetcher.fetch_labels(url)
@@ -730,9 +730,7 @@ async def test_label_errors_are_not_cached(
     assert http_server.hits["/labels.csv"] == 2
 
 
-async def test_unreachable_labels_are_retryable(
-    session: aiohttp.ClientSession, cache: Path
-) -> None:
+async def test_unreachable_labels_are_retryable(fetcher: ModelFetcher) -> None:
     with pytest.raises(ModelError, match="failed: ClientConnectorError") as caught:
-        await ModelFetcher(session, cache).fetch_labels(closed_port_url("/labels.csv"))
+        await fetcher.fetch_labels(closed_port_url("/labels.csv"))
     assert caught.value.retryable is True

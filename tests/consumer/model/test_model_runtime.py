@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 import consumer.runtime as runtime_module
 from consumer.config import Settings
-from consumer.model import ModelError
+from consumer.model import LoadedModel, ModelError
 from consumer.model.fetch import cache_key
 from consumer.pipeline import WorkItem
 from consumer.runtime import Runtime
@@ -55,12 +55,26 @@ def backoff(monkeypatch: pytest.MonkeyPatch) -> Backoff:
     return recorder
 
 
-def serve_labels(server: LoopbackServer, tiny_models: TinyModels) -> str:
-    return server.add_bytes(LABELS_PATH, tiny_models.labels_csv, "text/csv")
+@pytest.fixture
+def loopback_settings(
+    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+) -> SettingsFactory:
+    """Settings naming the tiny model (at MODEL_PATH) and its labels (at LABELS_PATH) on the
+    loopback server. A `model_url` or `labels_url` given is taken as it is: nothing is served
+    in its place."""
 
+    def build(**overrides: object) -> Settings:
+        if "model_url" not in overrides:
+            overrides["model_url"] = http_server.add_bytes(
+                MODEL_PATH, tiny_models.tflite.read_bytes()
+            )
+        if "labels_url" not in overrides:
+            overrides["labels_url"] = http_server.add_bytes(
+                LABELS_PATH, tiny_models.labels_csv, "text/csv"
+            )
+        return make_settings(**overrides)
 
-def serve_tflite(server: LoopbackServer, tiny_models: TinyModels) -> str:
-    return server.add_bytes(MODEL_PATH, tiny_models.tflite.read_bytes())
+    return build
 
 
 def add_flaky(server: LoopbackServer, path: str, body: bytes, failures: int) -> str:
@@ -111,21 +125,41 @@ def retry_events(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[st
     return [entry for entry in logs if entry["event"] == "model_load_retry"]
 
 
+async def load(settings: Settings) -> LoadedModel:
+    """The model `settings` name, loaded by a runtime of its own."""
+    async with Runtime(settings, progress=False) as rt:
+        return await rt.load_model()
+
+
+@dataclass
+class FailedLoad:
+    error: ModelError
+    logs: list[MutableMapping[str, Any]]
+    elapsed_s: float  # from opening the runtime to closing it
+
+
+async def failed_load(settings: Settings, match: str) -> FailedLoad:
+    """Load the model `settings` name, expecting a ModelError that matches `match`."""
+    started = time.monotonic()
+    async with Runtime(settings, progress=False) as rt:
+        with capture_logs() as logs, pytest.raises(ModelError, match=match) as caught:
+            await rt.load_model()
+    return FailedLoad(caught.value, logs, time.monotonic() - started)
+
+
 # --- success ----------------------------------------------------------------------------------
 
 
 async def test_loads_tflite_and_labels(
     http_server: LoopbackServer,
     tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    loopback_settings: SettingsFactory,
     tmp_path: Path,
 ) -> None:
-    model_url = serve_tflite(http_server, tiny_models)
-    labels_url = serve_labels(http_server, tiny_models)
-    settings = make_settings(model_url=model_url, labels_url=labels_url)
+    settings = loopback_settings()
+    model_url, labels_url = settings.model_url, settings.labels_url
 
-    async with Runtime(settings, progress=False) as rt:
-        model = await rt.load_model()
+    model = await load(settings)
 
     assert model.name == model_url
     assert model.classifier.backend == "litert"
@@ -146,18 +180,12 @@ async def test_loads_tflite_and_labels(
 
 
 async def test_second_runtime_loads_from_the_cache(
-    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+    http_server: LoopbackServer, loopback_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(
-        model_url=serve_tflite(http_server, tiny_models),
-        labels_url=serve_labels(http_server, tiny_models),
-    )
-    async with Runtime(settings, progress=False) as rt:
-        first = await rt.load_model()
-
+    settings = loopback_settings()
+    first = await load(settings)
     http_server.routes.clear()  # the "internet" is gone: only the cache can help now
-    async with Runtime(settings, progress=False) as rt:
-        second = await rt.load_model()
+    second = await load(settings)
 
     assert (first.from_cache, second.from_cache) == (False, True)
     assert second.size_bytes == first.size_bytes
@@ -166,17 +194,9 @@ async def test_second_runtime_loads_from_the_cache(
 
 
 async def test_cache_off_leaves_nothing_behind(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    loopback_settings: SettingsFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(
-        model_url=serve_tflite(http_server, tiny_models),
-        labels_url=serve_labels(http_server, tiny_models),
-        model_cache_dir="",
-    )
+    settings = loopback_settings(model_cache_dir="")
     assert settings.cache_path is None
     temp_root = tmp_path / "tmp"  # this test's own temporary folder, not the shared /tmp
     temp_root.mkdir()
@@ -195,15 +215,13 @@ async def test_cache_off_leaves_nothing_behind(
 
 @pytest.mark.tf
 async def test_loads_a_savedmodel_archive(
-    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+    http_server: LoopbackServer, tiny_models: TinyModels, loopback_settings: SettingsFactory
 ) -> None:
-    settings = make_settings(
-        model_url=http_server.add_bytes("/birds.tar.gz", tiny_models.tf2_archive.read_bytes()),
-        labels_url=serve_labels(http_server, tiny_models),
+    settings = loopback_settings(
+        model_url=http_server.add_bytes("/birds.tar.gz", tiny_models.tf2_archive.read_bytes())
     )
 
-    async with Runtime(settings, progress=False) as rt:
-        model = await rt.load_model()
+    model = await load(settings)
 
     assert model.classifier.backend == "tensorflow"
     assert model.labels[GREY_CLASS] == "background"
@@ -211,15 +229,9 @@ async def test_loads_a_savedmodel_archive(
 
 
 async def test_the_pipeline_classifies_with_the_loaded_model(
-    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+    http_server: LoopbackServer, loopback_settings: SettingsFactory
 ) -> None:
-    model_url = serve_tflite(http_server, tiny_models)
-    settings = make_settings(
-        model_url=model_url,
-        labels_url=serve_labels(http_server, tiny_models),
-        max_batch_size=4,
-        max_batch_delay_ms=5,
-    )
+    settings = loopback_settings(max_batch_size=4, max_batch_delay_ms=5)
     red_url = http_server.add_bytes("/img/red.png", solid_png(RED), "image/png")
     results: list[PredictionResult] = []
 
@@ -238,7 +250,7 @@ async def test_the_pipeline_classifies_with_the_loaded_model(
     [result] = results
     assert result.status == "ok", result.error
     assert result.id == "bird-1"
-    assert result.model == model_url
+    assert result.model == settings.model_url
     assert result.predictions[0].label_id == RED_CLASS
     assert result.predictions[0].label == f"Species {RED_CLASS}"
 
@@ -249,15 +261,14 @@ async def test_the_pipeline_classifies_with_the_loaded_model(
 async def test_transient_503_is_retried_with_growing_backoff(
     http_server: LoopbackServer,
     tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    loopback_settings: SettingsFactory,
     backoff: Backoff,
 ) -> None:
     model_url = add_flaky(http_server, MODEL_PATH, tiny_models.tflite.read_bytes(), failures=2)
-    settings = make_settings(model_url=model_url, labels_url=serve_labels(http_server, tiny_models))
+    settings = loopback_settings(model_url=model_url)
 
-    async with Runtime(settings, progress=False) as rt:
-        with capture_logs() as logs:
-            model = await rt.load_model()
+    with capture_logs() as logs:
+        model = await load(settings)
 
     assert model.classifier.backend == "litert"
     assert http_server.hits[MODEL_PATH] == 3
@@ -294,92 +305,54 @@ async def test_transient_label_failure_is_retried(
 
 
 async def test_persistent_503_gives_up_before_the_deadline(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    http_server: LoopbackServer, loopback_settings: SettingsFactory
 ) -> None:
     model_url = http_server.add_bytes(MODEL_PATH, b"busy", "text/plain", status=503)
-    settings = make_settings(
-        model_url=model_url,
-        labels_url=serve_labels(http_server, tiny_models),
-        model_load_timeout_s=1.5,
-    )
+    settings = loopback_settings(model_url=model_url, model_load_timeout_s=1.5)
 
-    started = time.monotonic()
-    async with Runtime(settings, progress=False) as rt:
-        with pytest.raises(ModelError, match="HTTP 503") as caught:
-            await rt.load_model()
-    elapsed = time.monotonic() - started
+    failed = await failed_load(settings, "HTTP 503")
 
-    assert caught.value.retryable is True
-    assert elapsed < 1.5 + 0.5
+    assert failed.error.retryable is True
+    assert failed.elapsed_s < 1.5 + 0.5
     # Backoff 0.5 s then 1 s (+-20 %): two or three attempts fit into 1.5 s.
     assert http_server.hits[MODEL_PATH] in (2, 3)
 
 
 @pytest.mark.parametrize("path", [MODEL_PATH, LABELS_PATH])
 async def test_404_fails_at_once(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
-    path: str,
+    http_server: LoopbackServer, loopback_settings: SettingsFactory, path: str
 ) -> None:
-    model_url = serve_tflite(http_server, tiny_models)
-    labels_url = serve_labels(http_server, tiny_models)
-    http_server.add_bytes(path, b"gone", "text/plain", status=404)
-    settings = make_settings(model_url=model_url, labels_url=labels_url)
+    settings = loopback_settings()
+    http_server.add_bytes(path, b"gone", "text/plain", status=404)  # instead of what it served
 
-    async with Runtime(settings, progress=False) as rt:
-        with capture_logs() as logs, pytest.raises(ModelError, match="HTTP 404") as caught:
-            await rt.load_model()
+    failed = await failed_load(settings, "HTTP 404")
 
-    assert caught.value.retryable is False
+    assert failed.error.retryable is False
     assert http_server.hits[path] == 1
-    assert retry_events(logs) == []
+    assert retry_events(failed.logs) == []
 
 
 async def test_refused_connection_is_retried_until_the_deadline(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    loopback_settings: SettingsFactory,
 ) -> None:
-    settings = make_settings(
-        model_url=closed_port_url(),
-        labels_url=serve_labels(http_server, tiny_models),
-        model_load_timeout_s=1.5,
-    )
+    settings = loopback_settings(model_url=closed_port_url(), model_load_timeout_s=1.5)
 
-    started = time.monotonic()
-    async with Runtime(settings, progress=False) as rt:
-        with capture_logs() as logs, pytest.raises(ModelError, match="ClientConnectorError"):
-            await rt.load_model()
-    elapsed = time.monotonic() - started
+    failed = await failed_load(settings, "ClientConnectorError")
 
-    assert len(retry_events(logs)) >= 1
+    assert len(retry_events(failed.logs)) >= 1
     # It stops as soon as the next backoff would overrun the deadline, never after it.
-    assert 0.35 < elapsed < 1.5 + 0.5
+    assert 0.35 < failed.elapsed_s < 1.5 + 0.5
 
 
 async def test_unanswered_request_hits_the_load_timeout(
-    http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
-    black_hole: str,
+    loopback_settings: SettingsFactory, black_hole: str
 ) -> None:
-    settings = make_settings(
-        model_url=black_hole,
-        labels_url=serve_labels(http_server, tiny_models),
-        model_load_timeout_s=1.5,
-    )
+    settings = loopback_settings(model_url=black_hole, model_load_timeout_s=1.5)
 
-    started = time.monotonic()
-    async with Runtime(settings, progress=False) as rt:
-        with pytest.raises(ModelError, match=r"model not loaded within 1.5 s") as caught:
-            await rt.load_model()
-    elapsed = time.monotonic() - started
+    failed = await failed_load(settings, r"model not loaded within 1.5 s")
 
-    assert "BIRDWATCH_MODEL_LOAD_TIMEOUT_S" in str(caught.value)
-    assert 1.4 < elapsed < 3.0
+    assert "BIRDWATCH_MODEL_LOAD_TIMEOUT_S" in str(failed.error)
+    assert 1.4 < failed.elapsed_s < 3.0
 
 
 # --- permanent problems -------------------------------------------------------------------------
@@ -398,39 +371,28 @@ async def test_unanswered_request_hits_the_load_timeout(
 )
 async def test_unusable_labels_fail_without_retry(
     http_server: LoopbackServer,
-    tiny_models: TinyModels,
-    make_settings: SettingsFactory,
+    loopback_settings: SettingsFactory,
     labels: bytes,
     reason: str,
     model_hits: int,
 ) -> None:
-    settings = make_settings(
-        model_url=serve_tflite(http_server, tiny_models),
-        labels_url=http_server.add_bytes(LABELS_PATH, labels, "text/csv"),
-    )
+    settings = loopback_settings(labels_url=http_server.add_bytes(LABELS_PATH, labels, "text/csv"))
 
-    async with Runtime(settings, progress=False) as rt:
-        with capture_logs() as logs, pytest.raises(ModelError, match=reason) as caught:
-            await rt.load_model()
+    failed = await failed_load(settings, reason)
 
-    assert caught.value.retryable is False
-    assert retry_events(logs) == []
+    assert failed.error.retryable is False
+    assert retry_events(failed.logs) == []
     assert http_server.hits.get(MODEL_PATH, 0) <= model_hits
     assert http_server.hits[LABELS_PATH] == 1
 
 
 async def test_html_instead_of_a_model_fails_without_retry(
-    http_server: LoopbackServer, tiny_models: TinyModels, make_settings: SettingsFactory
+    http_server: LoopbackServer, loopback_settings: SettingsFactory
 ) -> None:
     page = b"<!DOCTYPE html><html><body>Please sign in</body></html>"
-    settings = make_settings(
-        model_url=http_server.add_bytes(MODEL_PATH, page, "text/html"),
-        labels_url=serve_labels(http_server, tiny_models),
-    )
+    settings = loopback_settings(model_url=http_server.add_bytes(MODEL_PATH, page, "text/html"))
 
-    async with Runtime(settings, progress=False) as rt:
-        with pytest.raises(ModelError, match="neither a TFLite flatbuffer") as caught:
-            await rt.load_model()
+    failed = await failed_load(settings, "neither a TFLite flatbuffer")
 
-    assert caught.value.retryable is False
+    assert failed.error.retryable is False
     assert http_server.hits[MODEL_PATH] == 1
