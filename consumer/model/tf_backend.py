@@ -52,7 +52,11 @@ class TensorFlowClassifier:
         self._num_classes = int(probe[output_key].shape[-1])
         log.debug("tf_signature", signature=name, input=input_name, output=output_key)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.uint8)])  # type: ignore[untyped-decorator]
+        # No Python control flow to convert: without AutoGraph, tracing does not parse this
+        # function's source (ast parsing in a second thread trips a CPython 3.11 bug, gh-106905).
+        @tf.function(  # type: ignore[untyped-decorator]
+            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.uint8)], autograph=False
+        )
         def run(images: Any) -> Any:
             scaled = tf.cast(images, tf.float32) / 255.0  # the model wants RGB in [0, 1]
             return signature(**{input_name: scaled})[output_key]
