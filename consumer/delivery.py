@@ -206,12 +206,21 @@ class ExactlyOnceDelivery:
             self.tracker.mark_committed(offsets)
 
     async def _transact(self, batch: list[Outcome], offsets: dict[TopicPartition, int]) -> None:
-        async with self._producer.transaction():
-            for o in batch:
-                await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers)
-            await self._producer.send_offsets_to_transaction(
-                {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self._group_id
-            )
+        acks: list[asyncio.Future[Any]] = []
+        try:
+            async with self._producer.transaction():
+                for o in batch:
+                    acks.append(
+                        await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+                    )
+                await self._producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self._group_id
+                )
+        finally:
+            # The transaction's outcome is what counts; a failed one fails every record's
+            # future too, which asyncio would otherwise report one by one when collected.
+            for ack in acks:
+                ack.add_done_callback(_seen)
         log.debug("transaction_committed", outcomes=len(batch), partitions=len(offsets))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
@@ -225,6 +234,11 @@ class ExactlyOnceDelivery:
 
     async def close(self) -> None:
         return None
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def producer_options(transactional_id: str | None, transaction_timeout_ms: int) -> dict[str, Any]:

@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from hypothesis import settings
 
 from consumer.config import Settings
 from tests.support.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
+
+# Speed is measured by the benchmarks, not here: on a shared, noisy machine a per-example
+# deadline only makes the property tests flaky. (Importing Hypothesis here, at collection, also
+# keeps its plugin from importing it at the end of a run, where CPython 3.11.7 can fail with
+# "AST constructor recursion depth mismatch", gh-106905, when garbage collection meanwhile
+# formats a traceback.)
+settings.register_profile("birdwatch", deadline=None)
+settings.load_profile("birdwatch")
 
 # Test inputs read before the autouse fixture below wipes BIRDWATCH_* from the environment.
 REAL_MODEL_DIR = os.environ.get("BIRDWATCH_REAL_MODEL_DIR", "")
