@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,16 @@ from bench.paths import PYTHON, REPO
 _STARTUP_PROBE = "import consumer.cli, consumer.classify"
 
 
-async def worker(*args: str) -> dict[str, Any]:
-    """Run `python -m bench.worker ARGS` and return the JSON it prints."""
+async def worker(*args: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run `python -m bench.worker ARGS` (with `env` added to the environment) and return the
+    JSON it prints."""
     proc = await asyncio.create_subprocess_exec(
         PYTHON,
         "-m",
         "bench.worker",
         *args,
         cwd=str(REPO),
+        env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -46,12 +48,13 @@ async def load_and_infer(
     threads: int,
     batches: Sequence[int],
     seconds: float,
-    onednn: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Import, load, warm-up times and images/s per batch size, in a fresh process."""
+    """Import, load, warm-up times and images/s per batch size, in a fresh process (with `env`,
+    e.g. a TensorFlow variable, added to its environment)."""
     args = ["load-infer", "--backend", backend, "--model", str(model), "--threads", str(threads)]
     args += ["--batches", ",".join(map(str, batches)), "--seconds", str(seconds)]
-    return await worker(*args, *(["--onednn"] if onednn else []))
+    return await worker(*args, env=env)
 
 
 async def decode_rate(

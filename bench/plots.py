@@ -19,7 +19,7 @@ _COLORS = {
     "birdwatch-litert": "#3a7ec2",
     "tensorflow": "#e07b39",
     "litert": "#3a7ec2",
-    "tensorflow+onednn": "#3c9a5f",
+    "tensorflow-onednn": "#3c9a5f",
     "litert-1cpu": "#7b4fa8",
 }
 
@@ -148,8 +148,8 @@ def plot_stream(result: dict[str, Any], path: Path) -> Path:
 
 def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
     """Mean seconds per image in each stage at one load, per backend and size."""
-    stages = ("fetch", "decode", "queue", "inference")
-    colors = ("#9ecae1", "#3a7ec2", "#fdae6b", "#e07b39")
+    stages = ("fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference")
+    colors = ("#deebf7", "#9ecae1", "#c6dbef", "#3a7ec2", "#fdae6b", "#e07b39")
     rows, values = [], []
     for backend, per in result["variants"].items():
         for size in ("large", "small"):
@@ -169,7 +169,7 @@ def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
         fontsize=8,
     )
     ax.set_title("Where the time goes (service stage histograms)")
-    ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    ax.legend(fontsize=8, ncols=6, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     ax.invert_yaxis()
     return _save(fig, path)
 

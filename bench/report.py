@@ -15,6 +15,9 @@ from bench.paths import OUT_DIR
 from bench.targets import all_checks
 
 DASH = "\u2013"
+# The service's stages in order (birdwatch_stage_seconds): the waits for a download slot and for
+# a decode thread, then the work; queue is the wait of a decoded image for its batch.
+STAGES = ("fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference")
 
 
 def _range(s: dict[str, Any], digits: int = 2, unit: str = "") -> str:
@@ -229,10 +232,7 @@ def stream_tables(stream: dict[str, Any]) -> list[str]:
                     fmt(p["p99_bound_s"] * 1000, 0),
                     fmt(p["mean_batch"], 1),
                 ]
-                + [
-                    fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0)
-                    for k in ("fetch", "decode", "queue", "inference")
-                ]
+                + [fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0) for k in STAGES]
             )
     out += [
         "",
@@ -248,9 +248,7 @@ def stream_tables(stream: dict[str, Any]) -> list[str]:
                 "p99 ms",
                 "p99 bound ms",
                 "mean batch",
-                "fetch ms",
-                "decode ms",
-                "queue ms",
+                *(f"{k} ms" for k in STAGES[:-1]),
                 "inference ms/batch",
             ],
             rows,

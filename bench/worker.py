@@ -7,16 +7,14 @@ one JSON object on stdout.
     python -m bench.worker load-infer --backend litert --model PATH --threads 2 --batches 1,8,32
     python -m bench.worker decode --variant draft --threads 1 FILE...
 
-Logging is configured as `birdwatch` configures it, which matters beyond logs: it turns
-TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0) unless the environment already sets
-that variable; `--onednn` sets it to 1 first, to measure what that choice costs.
+Logging is configured as `birdwatch` configures it. TensorFlow's own variables (such as
+TF_ENABLE_ONEDNN_OPTS) come from the environment, as they do for the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tarfile
 import tempfile
@@ -123,12 +121,10 @@ def decode_rate(files: list[Path], variant: str, threads: int, seconds: float) -
     }
 
 
-def configure_like_the_service(onednn: bool) -> None:
+def configure_like_the_service() -> None:
     from consumer.config import LogFormat
     from consumer.logs import configure_logging
 
-    if onednn:
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     configure_logging("WARNING", LogFormat.JSON)
 
 
@@ -141,14 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     infer.add_argument("--threads", type=int, default=1)
     infer.add_argument("--batches", default="1,8,32")
     infer.add_argument("--seconds", type=float, default=1.5)
-    infer.add_argument("--onednn", action="store_true", help="TF_ENABLE_ONEDNN_OPTS=1")
     dec = sub.add_parser("decode")
     dec.add_argument("--variant", choices=["draft", "full"], required=True)
     dec.add_argument("--threads", type=int, default=1)
     dec.add_argument("--seconds", type=float, default=1.5)
     dec.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)
-    configure_like_the_service(getattr(args, "onednn", False))
+    configure_like_the_service()
     if args.command == "load-infer":
         batches = [int(b) for b in args.batches.split(",") if b]
         result = load_and_infer(args.backend, args.model, args.threads, batches, args.seconds)

@@ -43,8 +43,8 @@ class Config:
     seconds: float = 1.5  # per throughput measurement (three blocks)
     repeats: int = 3  # downloads, image path, start-up
     cold_images: int = 5
-    # Also TensorFlow with oneDNN on: the service turns it off (consumer.logs.quiet_tensorflow).
-    tf_onednn: bool = True
+    # Also TensorFlow with oneDNN off, as the service ran it before the fix (docs/PERFORMANCE.md).
+    tf_without_onednn: bool = True
 
 
 def best_inference(inference: dict[str, Any], backend: str, threads: int) -> float:
@@ -107,7 +107,7 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
             for key in ("import_s", "unpack_s", "load_s", "warmup_s"):
                 if key in data:
                     loads.setdefault(backend, {}).setdefault(key, []).append(data[key])
-    if config.tf_onednn and "tensorflow" in config.backends:
+    if config.tf_without_onednn and "tensorflow" in config.backends:
         most = max(config.threads)
         data = await load_and_infer(
             "tensorflow",
@@ -115,9 +115,9 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
             most,
             config.batches,
             config.seconds,
-            onednn=True,
+            env={"TF_ENABLE_ONEDNN_OPTS": "0"},
         )
-        inference["tensorflow+onednn"] = {str(most): data["inference"]}
+        inference["tensorflow-onednn"] = {str(most): data["inference"]}
     result["inference"] = inference
     result["model_load"] = {
         b: {k: spread(v).as_dict() for k, v in parts.items()} for b, parts in loads.items()

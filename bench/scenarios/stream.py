@@ -157,7 +157,7 @@ async def measure_ceiling(
         infer_threads,
         (1, 8, 32),
         seconds,
-        onednn=variant.env.get("TF_ENABLE_ONEDNN_OPTS") == "1",
+        env={k: v for k, v in variant.env.items() if k.startswith("TF_")},
     )
     best = max(v["median"] for v in inf["inference"].values())
     return {

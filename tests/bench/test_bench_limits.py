@@ -14,7 +14,12 @@ pytestmark = [pytest.mark.tf, pytest.mark.skipif(not TF_AVAILABLE, reason="no Te
 
 async def test_limits_measures_the_parts_and_derives_the_bounds(bench_ctx: BenchContext) -> None:
     config = limits.Config(
-        threads=(1,), batches=(1, 4), seconds=0.15, repeats=1, cold_images=2, tf_onednn=False
+        threads=(1,),
+        batches=(1, 4),
+        seconds=0.15,
+        repeats=1,
+        cold_images=2,
+        tf_without_onednn=False,
     )
     result = await run_scenario("limits", bench_ctx, config)
 
