@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
+from bench.scenarios.memory import undecoded
 from bench.targets import all_checks
 
 DASH = "\u2013"
@@ -333,7 +334,7 @@ def memory_tables(memory: dict[str, Any]) -> list[str]:
                 f"{fmt(m['settled_min_mib'], 0)}{DASH}{fmt(m['settled_max_mib'], 0)}",
                 fmt(m["growth_mib_per_min"], 1),
                 fmt(m["classified_per_s"], 1),
-                fmt(stages.get("decode"), 1),
+                fmt(undecoded(stages), 1),
                 fmt(m.get("waiting_bytes_mib"), 0),
             ]
         )

@@ -35,6 +35,9 @@ from bench.procs import memory_mib
 from bench.stats import diff_histograms, slope_per_s
 
 NAME = "memory"
+# The service's stages (its stage histograms) whose mean occupancy is reported; only from fetch
+# to decode does a record hold its photo's bytes (in fetch_wait it holds just its event).
+OCCUPANCY_STAGES = ("fetch_wait", "fetch", "decode_wait", "decode", "queue")
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
     occupancy = {
         stage: snap.total / seconds
         for stage, snap in diff_histograms(after, before).items()
-        if stage in ("fetch", "decode", "queue")
+        if stage in OCCUPANCY_STAGES
     }
     photos = site.photos.sizes(config.size)
     mean_bytes = sum(photos) / len(photos)
@@ -205,7 +208,7 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
         "photo_mean_mib": mean_bytes / 2**20,
         # Photos fetched, not yet decoded: each holds its compressed bytes (the fetch stage
         # holds part of one while it streams in).
-        "waiting_bytes_mib": occupancy.get("decode", 0.0) * mean_bytes / 2**20,
+        "waiting_bytes_mib": undecoded(occupancy) * mean_bytes / 2**20,
         "in_flight": [[round(t, 2), v] for t, v in in_flight],
         "model_bytes": site.model_file(backend).stat().st_size,
         "classified": classified,
@@ -213,6 +216,11 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
         "load_s": [load_start, load_end],
         "samples": [[round(t, 3), round(r, 1), round(h, 1)] for t, r, h in sampler.samples],
     }
+
+
+def undecoded(occupancy: dict[str, float]) -> float:
+    """Photos downloaded and not yet decoded, on average: waiting for a decode thread or in it."""
+    return occupancy.get("decode_wait", 0.0) + occupancy.get("decode", 0.0)
 
 
 async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
@@ -236,8 +244,9 @@ def summary(result: dict[str, Any]) -> list[str]:
         )
         stages = m.get("images_in_stage", {})
         lines.append(
-            f"    images on average in fetch {fmt(stages.get('fetch'), 1)}, decode (incl. waiting) "
-            f"{fmt(stages.get('decode'), 1)}, queue {fmt(stages.get('queue'), 1)}: ~"
-            f"{fmt(m.get('waiting_bytes_mib'), 0)} MiB of compressed photos held"
+            f"    images on average waiting to download {fmt(stages.get('fetch_wait'), 1)}, "
+            f"downloading {fmt(stages.get('fetch'), 1)}, downloaded and not yet decoded "
+            f"{fmt(undecoded(stages), 1)} (~{fmt(m.get('waiting_bytes_mib'), 0)} MiB of "
+            f"compressed photos), decoded and queued {fmt(stages.get('queue'), 1)}"
         )
     return lines

@@ -27,7 +27,8 @@ async def test_memory_samples_rss_before_and_under_load(kafka_ctx: BenchContext)
     start, end = m["load_s"]
     assert start < end
     assert m["model_bytes"] > 0
-    assert set(m["images_in_stage"]) <= {"fetch", "decode", "queue"}
+    assert {"fetch", "decode_wait", "decode"} <= set(m["images_in_stage"])
+    assert set(m["images_in_stage"]) <= set(memory.OCCUPANCY_STAGES)
     assert m["in_flight"]
     assert m["growth_mib_per_min"] == m["growth_mib_per_min"]  # a number, not NaN
     assert (kafka_ctx.out_dir / "memory.png").stat().st_size > 0
