@@ -19,7 +19,7 @@ _COLORS = {
     "birdwatch-litert": "#3a7ec2",
     "tensorflow": "#e07b39",
     "litert": "#3a7ec2",
-    "tensorflow-onednn": "#3c9a5f",
+    "tensorflow-onednn-off": "#3c9a5f",
     "litert-1cpu": "#7b4fa8",
 }
 

@@ -117,7 +117,7 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
             config.seconds,
             env={"TF_ENABLE_ONEDNN_OPTS": "0"},
         )
-        inference["tensorflow-onednn"] = {str(most): data["inference"]}
+        inference["tensorflow-onednn-off"] = {str(most): data["inference"]}
     result["inference"] = inference
     result["model_load"] = {
         b: {k: spread(v).as_dict() for k, v in parts.items()} for b, parts in loads.items()
