@@ -52,7 +52,8 @@ def quick_configs() -> dict[str, Any]:
 
 def with_params(configs: dict[str, Any], params: Sequence[str]) -> dict[str, Any]:
     """Override config fields: `SCENARIO.FIELD=VALUE`, e.g. `memory.seconds=120` or
-    `scaleout.consumers=1,2` (a tuple of numbers). The value takes the type of the default."""
+    `scaleout.consumers=1,2` (a tuple of numbers) or `memory.variants=litert-1cpu` (some of the
+    named defaults). The value takes the type of the default."""
     out = dict(configs)
     for param in params:
         target, sep, text = param.partition("=")
@@ -69,6 +70,14 @@ def with_params(configs: dict[str, Any], params: Sequence[str]) -> dict[str, Any
         elif isinstance(current, tuple) and all(isinstance(v, int | float) for v in current):
             kind = type(current[0]) if current else float
             value = tuple(kind(v) for v in text.split(",") if v)
+        elif isinstance(current, tuple) and all(hasattr(v, "name") for v in current):
+            # A subset of the named defaults, e.g. `memory.variants=litert-1cpu`.
+            by_name = {v.name: v for v in current}
+            chosen = [v for v in text.split(",") if v]
+            unknown = [v for v in chosen if v not in by_name]
+            if unknown or not chosen:
+                raise ValueError(f"{target}: choose from {sorted(by_name)}, got {text!r}")
+            value = tuple(by_name[v] for v in chosen)
         else:
             raise ValueError(f"{target} cannot be set from the command line")
         out[name] = dataclasses.replace(config, **{field_name: value})

@@ -148,6 +148,13 @@ def test_params_override_scenario_settings() -> None:
     assert configs["cold"].runs == 5
     with pytest.raises(ValueError, match=r"SCENARIO\.FIELD"):
         with_params({}, ["seconds=1"])
+    chosen = with_params(
+        {}, ["memory.variants=litert-1cpu,litert", "knobs.pairs=litert: 1 inference thread"]
+    )
+    assert [v.name for v in chosen["memory"].variants] == ["litert-1cpu", "litert"]
+    assert [p.name for p in chosen["knobs"].pairs] == ["litert: 1 inference thread"]
+    with pytest.raises(ValueError, match="choose from"):
+        with_params({}, ["memory.variants=gpu"])
 
 
 def test_settled_growth_compares_the_thirds_after_warm_up() -> None:
