@@ -52,8 +52,8 @@ class TensorFlowClassifier:
         self._num_classes = int(probe[output_key].shape[-1])
         log.debug("tf_signature", signature=name, input=input_name, output=output_key)
 
-        # No Python control flow to convert: without AutoGraph, tracing does not parse this
-        # function's source (ast parsing in a second thread trips a CPython 3.11 bug, gh-106905).
+        # No Python control flow to convert: without AutoGraph, tracing skips converting (and
+        # parsing) this function's source.
         @tf.function(  # type: ignore[untyped-decorator]
             input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.uint8)], autograph=False
         )
