@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bench.stats import STAGES
+
 _COLORS = {
     "naive-tensorflow": "#b0b0b0",
     "naive-litert": "#d8d8d8",
@@ -148,7 +150,6 @@ def plot_stream(result: dict[str, Any], path: Path) -> Path:
 
 def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
     """Mean seconds per image in each stage at one load, per backend and size."""
-    stages = ("fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference")
     colors = ("#deebf7", "#9ecae1", "#c6dbef", "#3a7ec2", "#fdae6b", "#e07b39")
     rows, values = [], []
     for backend, per in result["variants"].items():
@@ -156,10 +157,10 @@ def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
             if size in per and load in per[size]["loads"]:
                 st = per[size]["loads"][load]["stages"]
                 rows.append(f"{backend}\n{size}")
-                values.append([st.get(s, {}).get("mean", 0.0) * 1000 for s in stages])
+                values.append([st.get(s, {}).get("mean", 0.0) * 1000 for s in STAGES])
     fig, ax = plt.subplots(figsize=(7.5, 0.7 * max(1, len(rows)) + 1.4))
     lefts = [0.0] * len(rows)
-    for i, (stage, color) in enumerate(zip(stages, colors, strict=True)):
+    for i, (stage, color) in enumerate(zip(STAGES, colors, strict=True)):
         widths = [v[i] for v in values]
         ax.barh(rows, widths, left=lefts, color=color, label=stage)
         lefts = [a + b for a, b in zip(lefts, widths, strict=True)]

@@ -13,12 +13,10 @@ from typing import Any
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
 from bench.scenarios.memory import undecoded
+from bench.stats import STAGES
 from bench.targets import all_checks
 
 DASH = "\u2013"
-# The service's stages in order (birdwatch_stage_seconds): the waits for a download slot and for
-# a decode thread, then the work; queue is the wait of a decoded image for its batch.
-STAGES = ("fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference")
 
 
 def _range(s: dict[str, Any], digits: int = 2, unit: str = "") -> str:

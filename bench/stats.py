@@ -7,6 +7,11 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+# The service's stages in pipeline order (`birdwatch_stage_seconds`): the waits for a download
+# slot and for a decode thread, the work, the decoded image's wait for its batch ("queue") and
+# the batch's inference.
+STAGES = ("fetch_wait", "fetch", "decode_wait", "decode", "queue", "inference")
+
 
 @dataclass(frozen=True)
 class Spread:

@@ -32,12 +32,12 @@ from bench.kafka import (
     service_env,
 )
 from bench.procs import memory_mib
-from bench.stats import diff_histograms, slope_per_s
+from bench.stats import STAGES, diff_histograms, slope_per_s
 
 NAME = "memory"
 # The service's stages (its stage histograms) whose mean occupancy is reported; only from fetch
 # to decode does a record hold its photo's bytes (in fetch_wait it holds just its event).
-OCCUPANCY_STAGES = ("fetch_wait", "fetch", "decode_wait", "decode", "queue")
+OCCUPANCY_STAGES = tuple(s for s in STAGES if s != "inference")  # inference is per batch
 
 
 @dataclass(frozen=True)
