@@ -160,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
-    from consumer import topics
-    from consumer.serve import run_serve
+    from consumer.kafka import publish, results, topics
+    from consumer.kafka.serve import run_serve
 
     work: Coroutine[Any, Any, int]
     try:
@@ -176,9 +176,9 @@ def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
             if not urls:
                 sys.stderr.write("birdwatch: no URLs to publish\n")
                 return EXIT_USAGE
-            work = topics.publish(settings, urls, args.json, sys.stdout)
+            work = publish.publish(settings, urls, args.json, sys.stdout)
         else:
-            work = topics.follow_results(
+            work = results.follow_results(
                 settings, args.from_beginning, args.max, args.timeout, args.json, sys.stdout
             )
         return _run(work)

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import TextIO
 
+import stamina
 import structlog
 
 from consumer.config import LogFormat
@@ -84,3 +85,6 @@ def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) 
     for name in _NOISY:
         logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")
     logging.captureWarnings(True)
+    # Each retry loop logs its own event with what it retries (topic, partition, url); stamina's
+    # generic lines would repeat them, and its Prometheus hook would write to the global registry.
+    stamina.instrumentation.set_on_retry_hooks([])

@@ -35,9 +35,9 @@ from bench.kafka import (
 )
 from bench.stats import metric_value
 from consumer.config import Settings
+from consumer.kafka.service import KafkaService, ServiceState
 from consumer.metrics import Metrics
 from consumer.runtime import Runtime
-from consumer.service import KafkaService, ServiceState
 from tests.conftest import LoopbackServer, TinyModels
 
 # What the Kafka tests use; a few of these come from the benchmarks' modules.

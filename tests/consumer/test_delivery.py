@@ -17,7 +17,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
-from consumer.delivery import DeliveryFailedError, ExactlyOnceDelivery, Outcome, RecordRef
+from consumer.kafka.delivery import DeliveryFailedError, ExactlyOnceDelivery
+from consumer.kafka.outcomes import Outcome, RecordRef
 from consumer.metrics import Metrics
 
 TP = TopicPartition("images", 0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import structlog
 
 from consumer.config import LogFormat, Settings
-from consumer.kafka_config import client_options, describe_connection
+from consumer.kafka.clients import client_options, describe_connection
 from consumer.logs import configure_logging
 
 

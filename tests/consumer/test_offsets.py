@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumer.offsets import OffsetTracker
+from consumer.kafka.offsets import OffsetTracker
 
 
 def test_commits_only_the_contiguous_finished_prefix() -> None:

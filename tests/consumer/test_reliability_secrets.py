@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.config import SECRETS_DIR_VARIABLE, SettingsError, load_settings
-from consumer.kafka_config import client_options, describe_connection
+from consumer.kafka.clients import client_options, describe_connection
 from tests.conftest import LoopbackServer, TinyModels
 from tests.images import RED, solid_jpeg
 from tests.kafka_support import (

@@ -11,8 +11,8 @@ from structlog.testing import capture_logs
 
 from consumer import cli
 from consumer.config import Settings
+from consumer.kafka.serve import run_serve
 from consumer.model import ModelError
-from consumer.serve import run_serve
 from tests.kafka_support import free_port
 
 

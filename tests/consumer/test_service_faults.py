@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumer.delivery import DeliveryFailedError
-from consumer.service import DLQ_REASON_HEADER
+from consumer.kafka.delivery import DeliveryFailedError
+from consumer.kafka.outcomes import DLQ_REASON_HEADER
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import (
     ServiceSetupFactory,

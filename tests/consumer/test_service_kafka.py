@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.serve import run_serve
+from consumer.kafka.serve import run_serve
 from tests.conftest import LoopbackServer, TinyModels
 from tests.consumer.service_support import ServiceSetupFactory, new_ids, red_image
 from tests.kafka_support import (

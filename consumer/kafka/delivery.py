@@ -8,13 +8,12 @@ the commit step, then put them and their offsets in one transaction.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import stamina
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     KafkaError,
@@ -24,8 +23,10 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.kafka.clients import GroupConsumer, Producer
+from consumer.kafka.offsets import OffsetTracker
+from consumer.kafka.outcomes import Outcome
 from consumer.metrics import Metrics
-from consumer.offsets import OffsetTracker
 
 log = structlog.get_logger(__name__)
 
@@ -39,27 +40,6 @@ _FATAL_PRODUCER_ERRORS = (
 
 class DeliveryFailedError(KafkaError):  # type: ignore[misc]
     """The producer can deliver nothing more (e.g. it was fenced); the member must restart."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecordRef:
-    """Where an input record came from."""
-
-    tp: TopicPartition
-    offset: int
-    timestamp_ms: int | None = None
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The one output an input record produces: a result or a dead-letter copy."""
-
-    ref: RecordRef
-    topic: str
-    key: bytes | None
-    value: bytes
-    kind: str  # "ok", "error" or "dlq", for metrics
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class Delivery(Protocol):
@@ -85,9 +65,7 @@ def _count(metrics: Metrics, outcome: Outcome) -> None:
 class AtLeastOnceDelivery:
     """Produce now, finish on ack, commit the finished prefix; resend until acknowledged."""
 
-    def __init__(
-        self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, metrics: Metrics
-    ) -> None:
+    def __init__(self, producer: Producer, consumer: GroupConsumer, metrics: Metrics) -> None:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._producer = producer
         self._consumer = consumer
@@ -102,28 +80,37 @@ class AtLeastOnceDelivery:
         task.add_done_callback(self._acks.discard)
 
     async def _send_until_acked(self, outcome: Outcome) -> None:
-        attempt = 0
-        while self.tracker.is_unfinished(outcome.ref.tp, outcome.ref.offset):
-            try:
-                ack = await self._producer.send(
-                    outcome.topic, outcome.value, key=outcome.key, headers=outcome.headers
-                )
-                await ack
-            except KafkaError as exc:
-                attempt += 1
-                delay = min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
-                log.warning(
-                    "produce_retry",
-                    topic=outcome.topic,
-                    attempt=attempt,
-                    error=type(exc).__name__,
-                    retry_in_s=round(delay, 2),
-                )
-                await asyncio.sleep(delay)
-                continue
-            self.tracker.finished(outcome.ref.tp, outcome.ref.offset)
-            _count(self._metrics, outcome)
-            return
+        ref = outcome.ref
+        # Kafka errors are resent without end while the record is ours: its offset is not
+        # committed before the outcome is acknowledged, so giving up would lose it.
+        async for attempt in stamina.retry_context(
+            on=KafkaError,
+            attempts=None,
+            timeout=None,
+            wait_initial=0.2,
+            wait_max=10.0,
+            wait_jitter=0.2,
+        ):
+            with attempt:
+                if not self.tracker.is_unfinished(ref.tp, ref.offset):
+                    return  # the partition was revoked meanwhile
+                try:
+                    ack = await self._producer.send(
+                        outcome.topic, outcome.value, key=outcome.key, headers=outcome.headers
+                    )
+                    await ack
+                except KafkaError as exc:
+                    log.warning(
+                        "produce_retry",
+                        topic=outcome.topic,
+                        partition=ref.tp.partition,
+                        offset=ref.offset,
+                        attempt=attempt.num,
+                        error=type(exc).__name__,
+                    )
+                    raise
+        self.tracker.finished(ref.tp, ref.offset)
+        _count(self._metrics, outcome)
 
     async def commit(self) -> None:
         async with self._lock:
@@ -157,7 +144,7 @@ class AtLeastOnceDelivery:
 class ExactlyOnceDelivery:
     """One transaction per commit step holding the finished outcomes and their offsets."""
 
-    def __init__(self, producer: AIOKafkaProducer, group_id: str, metrics: Metrics) -> None:
+    def __init__(self, producer: Producer, group_id: str, metrics: Metrics) -> None:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._producer = producer
         self._group_id = group_id
@@ -239,11 +226,3 @@ class ExactlyOnceDelivery:
 def _seen(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def producer_options(transactional_id: str | None, transaction_timeout_ms: int) -> dict[str, Any]:
-    options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
-    if transactional_id is not None:
-        options["transactional_id"] = transactional_id
-        options["transaction_timeout_ms"] = transaction_timeout_ms
-    return options

@@ -12,9 +12,9 @@ import structlog
 
 from consumer.config import Settings
 from consumer.http import make_app, start_http
+from consumer.kafka.service import KafkaService, ServiceState
 from consumer.metrics import Metrics
 from consumer.runtime import Runtime
-from consumer.service import KafkaService, ServiceState
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -27,7 +27,6 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
     signals = _install_signal_handlers(loop, stop)
     metrics = Metrics()
     state = ServiceState()
-    service: KafkaService | None = None
 
     def alive() -> bool:
         return not state.failed
@@ -37,15 +36,14 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
     try:
         async with Runtime(settings, progress=False) as rt:
             model = await _unless_stopped(rt.load_model(), stop)
-            if model is None:
-                return 0
             metrics.model_load_seconds.set(model.fetch_s + model.load_s)
             state.model_loaded = True
             service = KafkaService(settings, rt, model, metrics, state)
-            started = await _unless_stopped(service.start(), stop)
-            if started is None:
+            try:
+                await _unless_stopped(service.start(), stop)
+            except _Stopped:
                 await service.close()
-                return 0
+                raise
             log.info(
                 "serving",
                 group_id=settings.group_id,
@@ -53,6 +51,8 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
                 results_topic=settings.results_topic,
             )
             await service.run(stop)
+    except _Stopped:
+        return 0
     except BaseException:
         state.failed = True
         raise
@@ -78,8 +78,12 @@ def _install_signal_handlers(
     return installed
 
 
-async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
-    """The result of `work`, or None if `stop` is set first (the work is then cancelled)."""
+class _Stopped(Exception):
+    """A stop was requested before the work it interrupted was done."""
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+    """The result of `work`; raises `_Stopped` (after cancelling it) if `stop` is set first."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -89,7 +93,7 @@ async def _unless_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> 
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    return None
+    raise _Stopped
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -10,38 +10,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import stamina
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumer.config import ProcessingGuarantee, Settings
-from consumer.delivery import (
+from consumer.kafka.clients import (
+    KafkaClients,
+    describe_connection,
+    member_options,
+    result_producer_options,
+)
+from consumer.kafka.delivery import (
     AtLeastOnceDelivery,
     Delivery,
     DeliveryFailedError,
     ExactlyOnceDelivery,
-    Outcome,
-    RecordRef,
-    producer_options,
 )
-from consumer.kafka_config import client_options, describe_connection
+from consumer.kafka.lag import forget_lag, measure_lag
+from consumer.kafka.outcomes import RecordRef, invalid_outcome, result_outcome
 from consumer.metrics import Metrics
 from consumer.model import LoadedModel
 from consumer.pipeline import Pipeline, WorkItem
 from consumer.runtime import Runtime
-from schemas import ErrorCode, InvalidEventError, PredictionResult, parse_event
+from schemas import InvalidEventError, PredictionResult, parse_event
 
 log = structlog.get_logger(__name__)
-
-DLQ_REASON_HEADER = "birdwatch-error"
-_JSON = [("content-type", b"application/json")]
 
 
 @dataclass
@@ -79,6 +79,7 @@ class KafkaService:
         model: LoadedModel,
         metrics: Metrics,
         state: ServiceState,
+        clients: KafkaClients | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -87,32 +88,12 @@ class KafkaService:
         self._owned: set[TopicPartition] = set()
         self._paused = False
         self._failure: DeliveryFailedError | None = None
-        eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
-        common = client_options(settings)
-        # The group waits this long for a member to rejoin: longer than our revoke handler may
-        # take, or the member is dropped mid-revoke and its work redone (aiokafka's default is
-        # the session timeout). The JoinGroup request may take as long.
-        rebalance_ms = settings.session_timeout_ms + int(settings.revoke_timeout_s * 1000)
-        self.consumer = AIOKafkaConsumer(
-            **common,
-            group_id=settings.group_id,
-            group_instance_id=settings.instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed" if eos else "read_uncommitted",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=max(500, settings.session_timeout_ms // 4),
-            rebalance_timeout_ms=rebalance_ms,
-            request_timeout_ms=max(40_000, rebalance_ms + 5_000),
-            client_id=f"birdwatch-{settings.instance_id or socket.gethostname()}",
-        )
-        txn_id = f"birdwatch-{settings.group_id}-{settings.instance_id or _process_name()}"
-        self.producer = AIOKafkaProducer(
-            **common, **producer_options(txn_id if eos else None, settings.transaction_timeout_ms)
-        )
+        clients = clients or KafkaClients()
+        self.consumer = clients.consumer(**member_options(settings))
+        self.producer = clients.producer(**result_producer_options(settings))
         self.delivery: Delivery = (
             ExactlyOnceDelivery(self.producer, settings.group_id, metrics)
-            if eos
+            if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
             else AtLeastOnceDelivery(self.producer, self.consumer, metrics)
         )
         loaded: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
@@ -121,7 +102,7 @@ class KafkaService:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> bool:
+    async def start(self) -> None:
         """Connect the producer and join the group, retrying while the broker is away."""
         log.info(
             "kafka_connecting",
@@ -134,7 +115,6 @@ class KafkaService:
         await _retry_start(self.consumer.start, "consumer")
         self.pipeline.start()
         self.state.running = True
-        return True
 
     async def close(self) -> None:
         """Release the clients when `run` never ran."""
@@ -193,49 +173,19 @@ class KafkaService:
         try:
             event = parse_event(record.value or b"")
         except InvalidEventError as exc:
-            await self.delivery.deliver(self._invalid_outcome(ref, record, exc))
+            s = self.settings
+            outcome = invalid_outcome(
+                ref, record, exc, s.results_topic, s.dlq_topic, self._model.name
+            )
+            await self.delivery.deliver(outcome)
             return
         self.pipeline.submit(event, tag=ref)
-
-    def _invalid_outcome(
-        self, ref: RecordRef, record: ConsumerRecord[Any, Any], exc: InvalidEventError
-    ) -> Outcome:
-        if exc.event_id is not None:
-            result = PredictionResult.failed(
-                exc.event_id, exc.url, ErrorCode.INVALID_EVENT, exc.reason, self._model.name
-            )
-            log.debug("invalid_event", id=exc.event_id, url=exc.url, reason=exc.reason)
-            return Outcome(
-                ref,
-                self.settings.results_topic,
-                exc.event_id.encode(),
-                result.to_json(),
-                "error",
-                list(_JSON),
-            )
-        log.debug("dead_letter", partition=ref.tp.partition, offset=ref.offset, reason=exc.reason)
-        headers = [
-            (DLQ_REASON_HEADER, exc.reason.encode()[:1000]),
-            ("birdwatch-error-code", ErrorCode.INVALID_EVENT.value.encode()),
-            ("birdwatch-source", f"{ref.tp.topic}/{ref.tp.partition}/{ref.offset}".encode()),
-        ]
-        return Outcome(
-            ref, self.settings.dlq_topic, record.key, record.value or b"", "dlq", headers
-        )
 
     async def _on_result(self, item: WorkItem, result: PredictionResult) -> None:
         ref: RecordRef = item.tag
         if ref.timestamp_ms is not None and ref.timestamp_ms > 0:
             self.metrics.stage("end_to_end", max(0.0, time.time() - ref.timestamp_ms / 1000))
-        outcome = Outcome(
-            ref,
-            self.settings.results_topic,
-            result.id.encode(),
-            result.to_json(),
-            result.status,
-            list(_JSON),
-        )
-        await self.delivery.deliver(outcome)
+        await self.delivery.deliver(result_outcome(ref, self.settings.results_topic, result))
 
     def _apply_backpressure(self, room: int) -> None:
         limit = self.settings.max_in_flight
@@ -288,9 +238,7 @@ class KafkaService:
         # Whatever is still in flight for them is dropped: their next owner redoes it.
         self.delivery.forget(revoked)
         self._owned -= revoked
-        for tp in revoked:
-            with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        forget_lag(self.metrics, revoked)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owned |= assigned
@@ -305,7 +253,7 @@ class KafkaService:
         next_summary = last_time + self.settings.summary_interval_s
         while not stop.is_set():
             await asyncio.sleep(min(5.0, self.settings.summary_interval_s))
-            lag = await self._update_lag()
+            lag = await measure_lag(self.consumer, self.delivery.tracker, self._owned, self.metrics)
             now = time.monotonic()
             if now < next_summary:
                 continue
@@ -319,56 +267,28 @@ class KafkaService:
                 partitions=len(self._owned),
                 paused=self._paused,
             )
-            last_time, last_count, next_summary = (
-                now,
-                produced,
-                now + self.settings.summary_interval_s,
-            )
-
-    async def _update_lag(self) -> int:
-        """Records between what we have read (or committed, before the first read) and the end."""
-        total = 0
-        for tp in list(self._owned):
-            end = self.consumer.highwater(tp)
-            if end is None:
-                continue
-            position = self.delivery.tracker.next_offset(tp)
-            if position is None:
-                with contextlib.suppress(Exception):
-                    position = await self.consumer.committed(tp)
-            if position is None:
-                continue
-            lag = max(0, end - position)
-            total += lag
-            self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
-        return total
+            last_time, last_count = now, produced
+            next_summary = now + self.settings.summary_interval_s
 
 
-async def _retry_start(start: Any, what: str) -> None:
-    attempt = 0
-    while True:
-        try:
-            await start()
-            return
-        except Exception as exc:  # aiokafka raises several types while the broker is away
-            attempt += 1
-            delay = min(30.0, 0.5 * 2**attempt)
-            log.warning(
-                "kafka_unavailable",
-                client=what,
-                attempt=attempt,
-                error=type(exc).__name__,
-                detail=str(exc),
-                retry_in_s=delay,
-            )
-            await asyncio.sleep(delay)
+async def _retry_start(start: Callable[[], Awaitable[None]], what: str) -> None:
+    """Start a client, retrying without end while the broker is away."""
+    async for attempt in stamina.retry_context(
+        on=Exception, attempts=None, timeout=None, wait_initial=0.5, wait_max=30.0, wait_jitter=0.5
+    ):
+        with attempt:
+            try:
+                await start()
+            except Exception as exc:  # aiokafka raises several types while the broker is away
+                log.warning(
+                    "kafka_unavailable",
+                    client=what,
+                    attempt=attempt.num,
+                    error=type(exc).__name__,
+                    detail=str(exc),
+                )
+                raise
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:
     return sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
-
-
-def _process_name() -> str:
-    # Without an instance id, a member-unique id keeps two local consumers (also two in one
-    # process) from fencing each other.
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,69 @@
+"""What an input record turns into: a result keyed by its event id, or a dead-letter copy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from schemas import ErrorCode, InvalidEventError, PredictionResult
+
+log = structlog.get_logger(__name__)
+
+DLQ_REASON_HEADER = "birdwatch-error"
+DLQ_CODE_HEADER = "birdwatch-error-code"
+DLQ_SOURCE_HEADER = "birdwatch-source"
+_JSON = ("content-type", b"application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """Where an input record came from."""
+
+    tp: TopicPartition
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The one output an input record produces: a result or a dead-letter copy."""
+
+    ref: RecordRef
+    topic: str
+    key: bytes | None
+    value: bytes
+    kind: str  # "ok", "error" or "dlq", for metrics
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def result_outcome(ref: RecordRef, topic: str, result: PredictionResult) -> Outcome:
+    """A result on the results topic, keyed by the event id."""
+    return Outcome(ref, topic, result.id.encode(), result.to_json(), result.status, [_JSON])
+
+
+def invalid_outcome(
+    ref: RecordRef,
+    record: ConsumerRecord[Any, Any],
+    exc: InvalidEventError,
+    results_topic: str,
+    dlq_topic: str,
+    model_name: str,
+) -> Outcome:
+    """An `invalid_event` result when the record names an id, else a copy on the DLQ."""
+    if exc.event_id is not None:
+        result = PredictionResult.failed(
+            exc.event_id, exc.url, ErrorCode.INVALID_EVENT, exc.reason, model_name
+        )
+        log.debug("invalid_event", id=exc.event_id, url=exc.url, reason=exc.reason)
+        return result_outcome(ref, results_topic, result)
+    log.debug("dead_letter", partition=ref.tp.partition, offset=ref.offset, reason=exc.reason)
+    headers = [
+        (DLQ_REASON_HEADER, exc.reason.encode()[:1000]),
+        (DLQ_CODE_HEADER, ErrorCode.INVALID_EVENT.value.encode()),
+        (DLQ_SOURCE_HEADER, f"{ref.tp.topic}/{ref.tp.partition}/{ref.offset}".encode()),
+    ]
+    return Outcome(ref, dlq_topic, record.key, record.value or b"", "dlq", headers)

@@ -1,0 +1,73 @@
+"""`birdwatch results`: follow the results topic and print each result."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TextIO
+
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+
+from consumer.config import ProcessingGuarantee, Settings
+from consumer.kafka.clients import client_options
+from schemas import PredictionResult
+
+
+async def follow_results(
+    settings: Settings,
+    from_beginning: bool,
+    max_results: int | None,
+    idle_timeout_s: float | None,
+    as_json: bool,
+    out: TextIO,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Print results as they arrive; stop after `max_results` or `idle_timeout_s` of silence."""
+    eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
+    consumer = AIOKafkaConsumer(
+        settings.results_topic,
+        **client_options(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        isolation_level="read_committed" if eos else "read_uncommitted",
+    )
+    await consumer.start()
+    seen = 0
+    last = time.monotonic()
+    try:
+        while not (stop and stop.is_set()):
+            if max_results is not None and seen >= max_results:
+                break
+            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    if max_results is not None and seen >= max_results:
+                        break
+                    seen += 1
+                    last = time.monotonic()
+                    _print_result(record.value or b"", as_json, out)
+    finally:
+        await consumer.stop()
+    return 0
+
+
+def _print_result(value: bytes, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(value.decode(errors="replace") + "\n")
+    else:
+        try:
+            result = PredictionResult.model_validate_json(value)
+        except ValidationError:
+            out.write(f"(unreadable result) {value[:200]!r}\n")
+            return
+        if result.status == "ok":
+            best = ", ".join(f"{p.label} {p.score:.1%}" for p in result.predictions)
+            out.write(f"{result.id} ok {best} <- {result.url}\n")
+        else:
+            assert result.error is not None
+            out.write(f"{result.id} error {result.error.code.value}: {result.error.message}\n")
+    out.flush()
