@@ -127,7 +127,10 @@ class KafkaService:
         self.state.running = True
 
     async def close(self) -> None:
-        """Release the clients when `run` never ran."""
+        """Release the clients when `run` never ran (a stop while starting): a member that got
+        as far as joining leaves, so its partitions do not wait for the session timeout."""
+        self.state.running = False
+        await leave_group(self._group, "birdwatch stopped while starting", LEAVE_TIMEOUT_S)
         await self.pipeline.close()
         await self.producer.stop()
         await self.consumer.stop()

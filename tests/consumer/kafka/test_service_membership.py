@@ -161,6 +161,21 @@ async def test_an_exactly_once_revoke_hands_over_only_visible_offsets(
         assert kafka.group.committed[P0] == 2
 
 
+async def test_a_member_stopped_before_it_ran_leaves_too(make_settings: SettingsFactory) -> None:
+    kafka = FakeKafka({P0})
+    settings = settings_for(make_settings)
+    async with Runtime(settings, progress=False) as runtime:
+        model = LoadedModel("fake-model", object(), [], 0.0, 0.0, 0, True)  # type: ignore[arg-type]
+        state = ServiceState(model_loaded=True)
+        service = KafkaService(settings, runtime, model, Metrics(), state, kafka.clients())
+        await service.start()
+        assert state.ready
+        await service.close()
+    assert not state.ready
+    assert after(kafka.journal, "leave", "consumer.stop")
+    assert "producer.stop" in kafka.journal
+
+
 def test_members_heartbeat_every_second_whatever_the_session_timeout(
     make_settings: SettingsFactory,
 ) -> None:
