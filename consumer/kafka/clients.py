@@ -21,6 +21,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from consumer.config import ProcessingGuarantee, Settings
+from consumer.kafka.membership import AiokafkaGroupSession, GroupSession
 
 
 class GroupConsumer(Protocol):
@@ -74,10 +75,12 @@ class Producer(Protocol):
 
 @dataclass(frozen=True)
 class KafkaClients:
-    """Factories of the member's clients, called with aiokafka's keyword arguments."""
+    """Factories of the member's clients, called with aiokafka's keyword arguments, and of the
+    group session (leaving the group) over the consumer made."""
 
     consumer: Callable[..., GroupConsumer] = AIOKafkaConsumer
     producer: Callable[..., Producer] = AIOKafkaProducer
+    group_session: Callable[[GroupConsumer], GroupSession] = AiokafkaGroupSession
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -111,7 +114,8 @@ def member_options(settings: Settings) -> dict[str, Any]:
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed" if eos else "read_uncommitted",
         "session_timeout_ms": settings.session_timeout_ms,
-        "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 4),
+        # Members learn of a rebalance at their next heartbeat: this bounds each handover.
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "rebalance_timeout_ms": rebalance_ms,
         "request_timeout_ms": max(40_000, rebalance_ms + 5_000),
         "client_id": f"birdwatch-{settings.instance_id or socket.gethostname()}",
