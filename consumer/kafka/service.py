@@ -100,6 +100,11 @@ class KafkaService:
         loaded.set_result(model)
         self.pipeline: Pipeline = runtime.pipeline(loaded, self._on_result, observer=metrics)
 
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        """The partitions assigned to this member now."""
+        return frozenset(self._owned)
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from aiokafka import TopicPartition
+
 from consumer.clock import Clock
 from consumer.config import Settings
 from consumer.kafka.service import KafkaService, ServiceState
@@ -100,6 +102,10 @@ class MemberRun:
     @property
     def metrics(self) -> Metrics:
         return self.service.metrics
+
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        return self.service.owned
 
     @property
     def consumer(self) -> MemoryConsumer:

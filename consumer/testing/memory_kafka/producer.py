@@ -88,8 +88,7 @@ class MemoryProducer:
             raise IllegalOperation("not a transactional producer")
         if self._txn is not None:
             raise IllegalOperation("a transaction is already open")
-        if self.fenced:
-            raise ProducerFenced()
+        # Beginning is local in Kafka: a fenced producer learns it at its first send or commit.
         txn = self._txn = self.kafka.begin_transaction(self.transactional_id)
         try:
             yield
