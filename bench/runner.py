@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,10 +17,10 @@ import structlog
 from bench import plots, targets
 from bench.common import BenchContext, Site, load_json, machine, save_json, site_mounts
 from bench.inputs import Models, PhotoSet, ensure_models, ensure_photos
-from bench.kafka import kafka_broker
 from bench.netsim import LinkProfile, NetSimProcess
 from bench.procs import load_average
 from bench.scenarios import cold, knobs, limits, memory, scaleout, stream
+from consumer.testing.broker import kafka_broker
 
 # In this order, so that cold's summary can refer to the critical path measured by limits.
 SCENARIOS: dict[str, ModuleType] = {
@@ -167,7 +168,11 @@ async def run_all(
         ctx = BenchContext(out_dir, site, None, net.pid)
         with contextlib.ExitStack() as stack:
             if NEEDS_KAFKA & set(ordered):
-                ctx.bootstrap = stack.enter_context(kafka_broker(bootstrap))
+                ctx.bootstrap = stack.enter_context(
+                    kafka_broker(
+                        bootstrap or os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
+                    )
+                )
             for name in ordered:
                 print(f"== {name} ...", flush=True)
                 await run_scenario(name, ctx, configs.get(name))

@@ -150,22 +150,6 @@ def parse_histograms(text: str, name: str, label: str) -> dict[str, HistogramSna
     }
 
 
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of sample `name{labels}` in Prometheus text (labels exactly), or 0 when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        metric, _, label_text = sample.partition("{")
-        if metric != name:
-            continue
-        got = ",".join(sorted(p for p in label_text.rstrip("}").split(",") if p))
-        if got == want:
-            return float(value)
-    return 0.0
-
-
 def diff_histograms(
     after: Mapping[str, HistogramSnapshot], before: Mapping[str, HistogramSnapshot]
 ) -> dict[str, HistogramSnapshot]:

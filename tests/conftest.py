@@ -13,7 +13,8 @@ from aiohttp import web
 from hypothesis import settings
 
 from consumer.config import Settings
-from tests.support.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
+from consumer.testing.broker import kafka_broker
+from consumer.testing.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
 
 # Speed is measured by the benchmarks, not here: on a shared, noisy machine a per-example
 # deadline only makes the property tests flaky. (Importing Hypothesis here, at collection, also
@@ -26,6 +27,7 @@ settings.load_profile("birdwatch")
 # Test inputs read before the autouse fixture below wipes BIRDWATCH_* from the environment.
 REAL_MODEL_DIR = os.environ.get("BIRDWATCH_REAL_MODEL_DIR", "")
 KAFKA_BOOTSTRAP = os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
+KAFKA_TEST_PORT = int(os.environ.get("BIRDWATCH_TEST_KAFKA_PORT") or 9092)
 
 
 @pytest.fixture(autouse=True)
@@ -137,8 +139,6 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """A real Kafka broker for the session (see tests/kafka_broker.py)."""
-    from tests.kafka_broker import kafka_broker
-
-    with kafka_broker(KAFKA_BOOTSTRAP) as bootstrap:
+    """A real Kafka broker for the session (see consumer/testing/broker.py)."""
+    with kafka_broker(KAFKA_BOOTSTRAP, port=KAFKA_TEST_PORT, containers=True) as bootstrap:
         yield bootstrap

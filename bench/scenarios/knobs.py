@@ -25,16 +25,15 @@ from bench.common import Backend, BenchContext, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
     broker_pid,
-    create_topics,
     delete_topics,
     service_env,
 )
 from bench.procs import CpuMeter
 from bench.scenarios.stream import _measured
 from bench.stats import ratio, spread
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "knobs"
 
@@ -79,7 +78,7 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
     site = ctx.site
     urls = site.photo_urls(pair.size)
     envs = {"default": {}, "knob": pair.knob}
-    topics = {k: Topics.unique(f"knob-{k}") for k in envs}
+    topics = {k: Topics.unique(f"bench-knob-{k}") for k in envs}
     for t in topics.values():
         await create_topics(ctx.bootstrap, t.names, config.partitions)
     sides: dict[str, _Side] = {}

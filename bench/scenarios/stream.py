@@ -22,16 +22,16 @@ from bench.common import SIZES, Backend, BenchContext, Site, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
     broker_pid,
-    create_topics,
     delete_topics,
+    histograms,
     service_env,
 )
 from bench.measure import cpu_count, decode_rate, load_and_infer
 from bench.procs import CpuMeter
 from bench.stats import HistogramSnapshot, diff_histograms, percentile, sustained_rate
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "stream"
 BATCH_DELAY_S = 0.050  # the service default BIRDWATCH_MAX_BATCH_DELAY_MS
@@ -131,12 +131,12 @@ async def _measured(
     send: Any,
     timeout_s: float,
 ) -> dict[str, Any]:
-    before = await serve.histograms()
+    before = await histograms(serve)
     cpu.start()
     ids: list[str] = await send()
     await reader.wait_for(ids, timeout_s)
     used = cpu.stop()
-    after = await serve.histograms()
+    after = await histograms(serve)
     stages = stage_summary(diff_histograms(after["stage"], before["stage"]))
     batch = diff_histograms(after["batch"], before["batch"]).get("")
     return phase_record(ids, pub.sent.at, reader, stages, batch, used)
@@ -178,7 +178,7 @@ async def run_variant(
 ) -> dict[str, Any]:
     assert ctx.bootstrap is not None
     site = ctx.site
-    topics = Topics.unique(f"stream-{variant.backend}")
+    topics = Topics.unique(f"bench-stream-{variant.backend}")
     await create_topics(ctx.bootstrap, topics.names, config.partitions)
     out: dict[str, Any] = {"backend": variant.backend, "env": variant.env}
     with tempfile.TemporaryDirectory(prefix="bench-stream-cache-") as cache:

@@ -105,6 +105,11 @@ class KafkaService:
         """The partitions assigned to this member now."""
         return frozenset(self._owned)
 
+    @property
+    def in_flight(self) -> int:
+        """Records received whose outcome is not yet durable (what backpressure bounds)."""
+        return self._in_flight()
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:

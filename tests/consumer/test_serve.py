@@ -13,7 +13,7 @@ from consumer import cli
 from consumer.config import Settings
 from consumer.kafka.serve import run_serve
 from consumer.model import ModelError
-from tests.kafka_support import free_port
+from consumer.testing.waiting import free_port
 
 
 async def test_unreachable_model_keeps_readiness_false_then_fails(

@@ -15,6 +15,9 @@ from aiokafka import AIOKafkaProducer
 
 from consumer.kafka.delivery import DeliveryFailedError
 from consumer.kafka.outcomes import DLQ_REASON_HEADER
+from consumer.testing.models import RED_CLASS
+from consumer.testing.topics import TopicReader, event_value, produce, read_topic
+from consumer.testing.waiting import wait_until
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import (
     ServiceSetupFactory,
@@ -23,16 +26,7 @@ from tests.consumer.service_support import (
     red_image,
 )
 from tests.images import HTML_PAGE
-from tests.kafka_support import (
-    InProcessService,
-    ServeProcess,
-    TopicReader,
-    event_value,
-    produce,
-    read_topic,
-    wait_until,
-)
-from tests.support.models import RED_CLASS
+from tests.kafka_support import InProcessService, ServeProcess
 
 pytestmark = pytest.mark.kafka
 
@@ -220,10 +214,10 @@ async def test_exactly_once_results_waiting_for_a_stalled_commit_count_as_in_fli
         await setup.produce(ids, url)
         await wait_until(stalled.is_set, 30, "the stalled commit")
         await asyncio.sleep(1.5)
-        consumed = service.metrics.records_consumed._value.get()
+        consumed = service.sample("birdwatch_records_consumed_total")
         committed = service.count("ok")
         assert consumed - committed <= 8
-        assert service.metrics.paused._value.get() == 1
+        assert service.sample("birdwatch_intake_paused") == 1
         await setup.wait_for_results(ids, timeout_s=60, isolation="read_committed")
     finally:
         await service.stop()
@@ -262,7 +256,7 @@ async def test_a_fenced_exactly_once_member_fails_and_its_replacement_takes_over
     with pytest.raises(DeliveryFailedError, match="ProducerFenced"):
         await zombie.stop()
     assert zombie.state.failed
-    assert zombie.metrics.records_consumed._value.get() <= 10 + 8
+    assert zombie.sample("birdwatch_records_consumed_total") <= 10 + 8
 
     replacement = await InProcessService.start(settings)
     try:
@@ -339,5 +333,5 @@ async def test_poison_records_get_error_results_or_dead_letters_and_the_consumer
         assert headers["birdwatch-error-code"] == b"invalid_event"
         assert headers["birdwatch-source"].startswith(names.input.encode())
         assert copies[key].value == (value or b"")
-    assert service.metrics.dlq_records._value.get() == len(dead)
+    assert service.sample("birdwatch_dlq_records_total") == len(dead)
     assert service.service.delivery.tracker.unfinished() == 0
