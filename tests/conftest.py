@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,38 @@ from consumer.testing.models import make_labelmap_csv, make_savedmodel_archive, 
 # formats a traceback.)
 settings.register_profile("birdwatch", deadline=None)
 settings.load_profile("birdwatch")
+
+# `make test-fast`: no broker, no Java, no TensorFlow. A test needing one of those is marked,
+# explicitly or (below) by the fixtures it uses.
+FAST = "not kafka and not tf and not slow"
+MARKING_FIXTURES = {"kafka_bootstrap": "kafka", "tiny_models": "tf"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help=f"run only the fast tests ({FAST}) and fail if TensorFlow gets imported",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("fast"):
+        config.option.markexpr = FAST
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in MARKING_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("fast") and "tensorflow" in sys.modules:
+        print("\n--fast: a test imported TensorFlow; mark it `tf`", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 # Test inputs read before the autouse fixture below wipes BIRDWATCH_* from the environment.
 REAL_MODEL_DIR = os.environ.get("BIRDWATCH_REAL_MODEL_DIR", "")
