@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +24,7 @@ esac
 
 
 @pytest.fixture
-def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in scripts/kafka that logs its calls; returns the log."""
     path = tmp_path / "kafka"
     path.write_text(SCRIPT)
@@ -37,7 +36,7 @@ def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("KAFKA_HOME_DIR", str(tmp_path / "shared"))
     (tmp_path / "shared" / "libs").mkdir(parents=True)
     (tmp_path / "shared" / "libs" / ".resolved").touch()
-    yield calls
+    return calls
 
 
 def commands(calls: Path) -> list[str]:

@@ -180,10 +180,13 @@ async def test_transactions_are_visible_to_read_committed_only_once_committed() 
     assert kafka.values("out") == [b"a"]
     assert kafka.committed("g") == {T0: 3}
 
-    with pytest.raises(RuntimeError):
+    async def fail_inside() -> None:
         async with producer.transaction():
             await producer.send("out", b"b")
             raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        await fail_inside()
     assert kafka.values("out") == [b"a"]
     assert [t.state for t in kafka.transactions] == ["committed", "aborted"]
 
