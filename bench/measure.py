@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from bench.paths import PYTHON, REPO
+from bench.records import CriticalPath
 
 _STARTUP_PROBE = "import consumer.cli, consumer.classify"
 
@@ -119,7 +120,7 @@ def critical_path(
     loading: dict[str, float],
     image_path: float,
     inference: float,
-) -> dict[str, Any]:
+) -> CriticalPath:
     """The shortest a cold run can take, given its parts: start-up, then the model path and the
     image path side by side, then one inference. `loading` holds import_s, load_s, warmup_s."""
     after_fetch = loading["load_s"] + loading["warmup_s"]
@@ -128,14 +129,14 @@ def critical_path(
         model_path = max(fetch, loading["import_s"]) + after_fetch
     else:
         model_path = fetch + loading["import_s"] + after_fetch
-    return {
-        "startup_s": startup,
-        "model_path_s": model_path,
-        "image_path_s": image_path,
-        "inference_s": inference,
-        "total_s": startup + max(model_path, image_path) + inference,
-        "bound_by": "model" if model_path >= image_path else "images",
-    }
+    return CriticalPath(
+        startup_s=startup,
+        model_path_s=model_path,
+        image_path_s=image_path,
+        inference_s=inference,
+        total_s=startup + max(model_path, image_path) + inference,
+        bound_by="model" if model_path >= image_path else "images",
+    )
 
 
 def cpu_count() -> int:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bench.records import cold_ratios, limits_critical_paths
 from bench.stats import STAGES
 
 _COLORS = {
@@ -50,11 +51,13 @@ def plot_cold(result: dict[str, Any], path: Path, limits: dict[str, Any] | None 
     for i, m in enumerate(med):
         ax.text(m, i, f"  {m:.2f} s", va="center")
     totals: dict[str, float] = {}
-    for backend, entry in result.get("ratios", {}).items():
-        if "critical_path" in entry:  # measured in the same rounds
-            totals[backend] = entry["critical_path"]["total_s"]["median"]
-        elif limits is not None and backend in limits.get("critical_path", {}):
-            totals[backend] = limits["critical_path"][backend]["total_s"]
+    limits_paths = limits_critical_paths(limits)
+    for backend, entry in cold_ratios(result).items():
+        paired = entry.path_total()
+        if paired is not None and paired.median is not None:  # measured in the same rounds
+            totals[backend] = paired.median
+        elif backend in limits_paths:
+            totals[backend] = limits_paths[backend].total_s
     for backend, total in totals.items():
         name = f"birdwatch-{backend}"
         if name in names:

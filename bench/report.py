@@ -12,6 +12,7 @@ from typing import Any
 
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
+from bench.records import Range, RunInfo, cold_ratios, to_json
 from bench.scenarios.memory import undecoded
 from bench.stats import STAGES
 from bench.targets import all_checks
@@ -23,6 +24,11 @@ def _range(s: dict[str, Any], digits: int = 2, unit: str = "") -> str:
     return (
         f"{fmt(s['median'], digits)}{unit} ({fmt(s['min'], digits)}{DASH}{fmt(s['max'], digits)})"
     )
+
+
+def _spread(r: Range | None, digits: int = 2, unit: str = "") -> str:
+    """A range as `_range` writes it; '-' when not measured."""
+    return "-" if r is None else _range(to_json(r), digits, unit)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
@@ -37,15 +43,16 @@ def cold_tables(cold: dict[str, Any]) -> list[str]:
     ]
     out = _table(["variant", f"wall time, median (min{DASH}max)", "runs"], rows)
     rows = []
-    for backend, r in cold["ratios"].items():
-        cp = r.get("critical_path", {})
+    ratios = cold_ratios(cold)
+    for backend, r in ratios.items():
+        total = r.path_total()
         rows.append(
             [
                 f"birdwatch-{backend}",
-                _range(r["vs_original"], 1, "x") if "vs_original" in r else "-",
-                _range(r["vs_same_backend"], 1, "x") if "vs_same_backend" in r else "-",
-                _range(cp["total_s"], unit=" s") if cp else "-",
-                _range(r["vs_critical_path"]) if "vs_critical_path" in r else "-",
+                _spread(r.vs_original, 1, "x"),
+                _spread(r.vs_same_backend, 1, "x"),
+                _spread(total, unit=" s"),
+                _spread(r.vs_critical_path),
             ]
         )
     out += [
@@ -61,17 +68,12 @@ def cold_tables(cold: dict[str, Any]) -> list[str]:
             rows,
         ),
     ]
-    rows = []
-    for backend, r in cold["ratios"].items():
-        cp = r.get("critical_path")
-        if cp:
-            rows.append(
-                [backend]
-                + [
-                    fmt(cp[k]["median"], 3)
-                    for k in ("startup_s", "model_path_s", "image_path_s", "inference_s")
-                ]
-            )
+    parts = ("startup_s", "model_path_s", "image_path_s", "inference_s")
+    rows = [
+        [backend] + [fmt(r.critical_path[k].median, 3) for k in parts]
+        for backend, r in ratios.items()
+        if r.critical_path
+    ]
     if rows:
         out += [
             "",
@@ -367,10 +369,11 @@ def markdown(out_dir: Path) -> list[str]:
         if data is None:
             continue
         results[name] = data
-        before, after = data["load_average_before"], data["machine"]["load_average"]
+        info = RunInfo.of(data)
+        before, after = info.load_average_before, info.machine.load_average
         lines += [f"### {name}", "", *render(data), ""]
         lines += [
-            f"_{fmt(data['duration_s'], 0)} s; load average before {before}, after {after}._",
+            f"_{fmt(info.duration_s, 0)} s; load average before {before}, after {after}._",
             "",
         ]
     checks = all_checks(results)

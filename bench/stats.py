@@ -23,6 +23,7 @@ class Spread:
     n: int
 
     def as_dict(self) -> dict[str, float]:
+        """The JSON form (`bench.records.Range`)."""
         return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.common import fmt
+from bench.records import cold_ratios, limits_critical_paths
 
 COLD_RATIO = {"tensorflow": 3.0, "litert": 15.0}
 COLD_CRITICAL_PATH = 1.25
@@ -37,9 +38,10 @@ def _met(ok: bool, *values: float) -> bool | None:
 
 def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Check]:
     checks = []
-    for backend, entry in cold.get("ratios", {}).items():
-        if "vs_original" in entry and backend in COLD_RATIO:
-            r = _num(entry["vs_original"]["median"])
+    limits_paths = limits_critical_paths(limits)
+    for backend, entry in cold_ratios(cold).items():
+        if entry.vs_original is not None and backend in COLD_RATIO:
+            r = _num(entry.vs_original.median)
             checks.append(
                 Check(
                     f"cold {backend}: speed-up vs naive baseline",
@@ -49,10 +51,11 @@ def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Che
                 )
             )
         wall = _num(cold["variants"][f"birdwatch-{backend}"]["wall_s"]["median"])
-        if "vs_critical_path" in entry:
+        total = entry.path_total()
+        if entry.vs_critical_path is not None and total is not None:
             # Measured in the same rounds as the cold runs: the fair comparison.
-            r = _num(entry["vs_critical_path"]["median"])
-            path = _num(entry["critical_path"]["total_s"]["median"])
+            r = _num(entry.vs_critical_path.median)
+            path = _num(total.median)
             checks.append(
                 Check(
                     f"cold {backend}: wall / critical path",
@@ -61,8 +64,8 @@ def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Che
                     _met(r <= COLD_CRITICAL_PATH, r),
                 )
             )
-        elif limits and backend in limits.get("critical_path", {}):
-            path = _num(limits["critical_path"][backend]["total_s"])
+        elif backend in limits_paths:
+            path = limits_paths[backend].total_s
             r = wall / path if path else math.nan
             checks.append(
                 Check(

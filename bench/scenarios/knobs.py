@@ -36,6 +36,7 @@ from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
 
 NAME = "knobs"
+NEEDS_KAFKA = True
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
 
 NAME = "memory"
+NEEDS_KAFKA = True
 # The service's stages (its stage histograms) whose mean occupancy is reported; only from fetch
 # to decode does a record hold its photo's bytes (in fetch_wait it holds just its event).
 OCCUPANCY_STAGES = tuple(s for s in STAGES if s != "inference")  # inference is per batch

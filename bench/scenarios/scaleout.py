@@ -30,6 +30,7 @@ from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
 
 NAME = "scaleout"
+NEEDS_KAFKA = True
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
 
 NAME = "stream"
+NEEDS_KAFKA = True
 BATCH_DELAY_S = 0.050  # the service default BIRDWATCH_MAX_BATCH_DELAY_MS
 
 
