@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -139,3 +141,15 @@ def test_archives_are_reproducible(tmp_path: Path) -> None:
     write_tar_gz(source, tmp_path / "dot.tar.gz", member_prefix="./")
     with tarfile.open(fileobj=gzip.open(tmp_path / "dot.tar.gz")) as tar:
         assert tar.getnames() == ["./saved_model.pb", "./variables", "./variables/v.data"]
+
+
+def test_importing_the_kit_imports_neither_pytest_nor_tensorflow() -> None:
+    modules = ", ".join(
+        f"consumer.testing.{m}" for m in ("broker", "models", "serve", "topics", "archives")
+    )
+    code = (
+        f"import sys, consumer.testing, {modules}\n"
+        "print(sorted(m for m in ('pytest', 'tensorflow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
