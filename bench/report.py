@@ -12,38 +12,37 @@ from typing import Any
 
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
-from bench.records import RunInfo
+from bench.records import RunInfo, SizeFigures, scaled, stream_variants
 from bench.report_cold import DASH, cell, cold_tables, limits_tables, markdown_table
 from bench.scenarios.memory import undecoded
 from bench.stats import STAGES
 from bench.targets import all_checks
 
 
-def _stream_figures(stream: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def _stream_figures(stream: dict[str, Any]) -> Iterator[tuple[str, str, SizeFigures]]:
     """(variant, photo size, figures) of a stream result, large photos first."""
-    for name, per_size in stream["variants"].items():
-        for size in ("large", "small"):
-            if size in per_size:
-                yield name, size, per_size[size]
+    for name, variant in stream_variants(stream).items():
+        for size, figures in variant.sizes():
+            yield name, size, figures
 
 
 def stream_tables(stream: dict[str, Any]) -> list[str]:
     rows = []
     for name, size, data in _stream_figures(stream):
-        cap = data["capacity"]
-        ceiling = data.get("ceiling", {})
+        cap = data.capacity
+        ceiling = data.ceiling
         rows.append(
             [
                 name,
                 size,
-                fmt(cap["sustained_per_s"], 1),
-                fmt(ceiling.get("min"), 0),
-                fmt(data.get("capacity_vs_ceiling", float("nan")) * 100, 0) + "%",
-                fmt(ceiling.get("shared"), 0),
-                fmt(data.get("capacity_vs_shared_ceiling", float("nan")) * 100, 0) + "%",
-                fmt(cap["consumer_cpu_ms_per_image"], 1),
-                f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}% / "
-                f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%",
+                fmt(cap.sustained_per_s, 1),
+                fmt(ceiling.min if ceiling else None, 0),
+                fmt(scaled(data.capacity_vs_ceiling, 100), 0) + "%",
+                fmt(ceiling.shared if ceiling else None, 0),
+                fmt(scaled(data.capacity_vs_shared_ceiling, 100), 0) + "%",
+                fmt(cap.consumer_cpu_ms_per_image, 1),
+                f"{fmt(scaled(cap.cpu.get('ours_busy'), 100), 0)}% / "
+                f"{fmt(scaled(cap.cpu.get('machine_busy'), 100), 0)}%",
             ]
         )
     out = markdown_table(
@@ -62,23 +61,22 @@ def stream_tables(stream: dict[str, Any]) -> list[str]:
     )
     rows = []
     for name, size, data in _stream_figures(stream):
-        for load, p in data["loads"].items():
-            st = p["stages"]
-            lat = p["latency_s"]
+        for load, p in data.loads.items():
+            lat = p.latency_s
             rows.append(
                 [
                     name,
                     size,
                     f"{load}%",
-                    fmt(p["offered_per_s"], 1),
-                    fmt(p["achieved_per_s"], 1),
-                    fmt(lat["p50"] * 1000, 0),
-                    fmt(lat["p95"] * 1000, 0),
-                    fmt(lat["p99"] * 1000, 0),
-                    fmt(p["p99_bound_s"] * 1000, 0),
-                    fmt(p["mean_batch"], 1),
+                    fmt(p.offered_per_s, 1),
+                    fmt(p.achieved_per_s, 1),
+                    fmt(scaled(lat.p50), 0),
+                    fmt(scaled(lat.p95), 0),
+                    fmt(scaled(lat.p99), 0),
+                    fmt(scaled(p.p99_bound_s), 0),
+                    fmt(p.mean_batch, 1),
                 ]
-                + [fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0) for k in STAGES]
+                + [fmt(scaled(p.stage_mean(k)), 0) for k in STAGES]
             )
     out += [
         "",
