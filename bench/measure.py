@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import Backend, Site, Size
 from bench.paths import PYTHON, REPO
-from bench.records import CriticalPath
+from bench.records import Ceiling, CriticalPath, scaled
 
 _STARTUP_PROBE = "import consumer.cli, consumer.classify"
 
@@ -141,3 +142,41 @@ def critical_path(
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+async def measure_ceiling(
+    site: Site, backend: Backend, env: Mapping[str, str], size: Size, seconds: float
+) -> Ceiling:
+    """Decode and inference throughput alone, with the thread counts `env` sets."""
+    cores = cpu_count()
+    decode_threads = int(env.get("BIRDWATCH_DECODE_THREADS", cores))
+    infer_threads = int(env.get("BIRDWATCH_INFERENCE_THREADS", cores))
+    files = site.photos.large if size == "large" else site.photos.small
+    dec = (await decode_rate(files, "draft", decode_threads, seconds))["images_per_s"]["median"]
+    inf = await load_and_infer(
+        backend,
+        site.model_file(backend),
+        infer_threads,
+        (1, 8, 32),
+        seconds,
+        env={k: v for k, v in env.items() if k.startswith("TF_")},
+    )
+    best = max(v["median"] for v in inf["inference"].values())
+    return Ceiling(decode=dec, inference=best, min=min(dec, best), shared=1 / (1 / dec + 1 / best))
+
+
+def mean_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
+    """The mean of two ceilings (measured before and after a burst), keeping both."""
+    keys = ("decode", "inference", "min", "shared")
+
+    def mean(key: str) -> float:
+        return (scaled(getattr(before, key), 1) + scaled(getattr(after, key), 1)) / 2
+
+    return Ceiling(
+        decode=mean("decode"),
+        inference=mean("inference"),
+        min=mean("min"),
+        shared=mean("shared"),
+        before={k: getattr(before, k) for k in keys},
+        after={k: getattr(after, k) for k in keys},
+    )

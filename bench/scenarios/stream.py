@@ -27,7 +27,7 @@ from bench.kafka import (
     histograms,
     service_env,
 )
-from bench.measure import cpu_count, decode_rate, load_and_infer
+from bench.measure import mean_ceiling, measure_ceiling
 from bench.procs import CpuMeter
 from bench.records import (
     Ceiling,
@@ -152,40 +152,6 @@ async def _measured(
     return phase_record(ids, pub.sent.at, reader, stages, batch, used)
 
 
-async def measure_ceiling(site: Site, variant: Variant, size: Size, seconds: float) -> Ceiling:
-    """Decode and inference throughput alone, with the variant's thread counts."""
-    cores = cpu_count()
-    decode_threads = int(variant.env.get("BIRDWATCH_DECODE_THREADS", cores))
-    infer_threads = int(variant.env.get("BIRDWATCH_INFERENCE_THREADS", cores))
-    files = site.photos.large if size == "large" else site.photos.small
-    dec = (await decode_rate(files, "draft", decode_threads, seconds))["images_per_s"]["median"]
-    inf = await load_and_infer(
-        variant.backend,
-        site.model_file(variant.backend),
-        infer_threads,
-        (1, 8, 32),
-        seconds,
-        env={k: v for k, v in variant.env.items() if k.startswith("TF_")},
-    )
-    best = max(v["median"] for v in inf["inference"].values())
-    return Ceiling(decode=dec, inference=best, min=min(dec, best), shared=1 / (1 / dec + 1 / best))
-
-
-def _mean_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
-    keys = ("decode", "inference", "min", "shared")
-    def mean(key: str) -> float:
-        return (scaled(getattr(before, key), 1) + scaled(getattr(after, key), 1)) / 2
-
-    return Ceiling(
-        decode=mean("decode"),
-        inference=mean("inference"),
-        min=mean("min"),
-        shared=mean("shared"),
-        before={k: getattr(before, k) for k in keys},
-        after={k: getattr(after, k) for k in keys},
-    )
-
-
 async def run_variant(
     ctx: BenchContext, variant: Variant, config: Config, done: dict[str, StreamVariant]
 ) -> StreamVariant:
@@ -218,7 +184,7 @@ async def run_variant(
                         serve, reader, pub, cpu, site, variant, size, loads, config, reference
                     )
                     if ceilings:
-                        ceiling = _mean_ceiling(*ceilings)
+                        ceiling = mean_ceiling(*ceilings)
                         capacity = scaled(figures.capacity.sustained_per_s, 1)
                         figures = replace(
                             figures,
@@ -262,10 +228,14 @@ async def _run_size(
 
     ceilings = []
     if config.ceiling_seconds > 0:
-        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
+        ceilings.append(
+            await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
+        )
     capacity = await _measured(serve, reader, pub, cpu, burst, config.timeout_s)
     if config.ceiling_seconds > 0:
-        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
+        ceilings.append(
+            await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
+        )
     rate_100 = reference_capacity or scaled(capacity.sustained_per_s, 1)
     phases: dict[str, Phase] = {}
     for load in loads:
