@@ -79,6 +79,11 @@ class AtLeastOnceDelivery:
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
+    @property
+    def sending(self) -> int:
+        """Outcomes produced (or being resent) whose acknowledgement has not come yet."""
+        return len(self._acks)
+
     async def _send_until_acked(self, outcome: Outcome) -> None:
         ref = outcome.ref
         # Kafka errors are resent without end while the record is ours: its offset is not

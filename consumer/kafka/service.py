@@ -110,6 +110,16 @@ class KafkaService:
         loaded.set_result(model)
         self.pipeline: Pipeline = runtime.pipeline(loaded, self._on_result, observer=metrics)
 
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        """The partitions assigned to this member now."""
+        return frozenset(self._owned)
+
+    @property
+    def in_flight(self) -> int:
+        """Records received whose outcome is not yet durable (what backpressure bounds)."""
+        return self._in_flight()
+
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
