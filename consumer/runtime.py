@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 MODEL_USER_AGENT = "birdwatch/0.1 (model fetch)"
 LOCAL_COPY_HINT = (
     "to use a local copy, serve the model and label map (e.g. python3 -m http.server) and set "
-    "BIRDWATCH_MODEL_URL and BIRDWATCH_LABELS_URL to their URLs"
+    "BIRDWATCH_MODEL_URL and BIRDWATCH_LABELS_URL to their URLs (README: Try it offline)"
 )
 
 

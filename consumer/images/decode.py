@@ -8,6 +8,7 @@ hold at its peak; `OpenedImage.decode` then decodes the pixels.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
 )
 _FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+_OPENING = threading.Lock()
 # Copies of the full decoded image a format's decoder holds at once: libwebp decodes into its
 # own buffer, which Pillow then copies; libtiff may read some layouts into an RGBA buffer.
 _DECODER_COPIES = {"WEBP": 3, "TIFF": 2}
@@ -86,7 +88,10 @@ class ImageDecoder:
         the reduced decode.
         """
         fmt = sniff_format(data)
-        with _decode_errors():
+        with _decode_errors(), _OPENING, warnings.catch_warnings():
+            # We enforce our own pixel limit; Pillow's global one only warns. (The lock: the
+            # warning filters are process-wide, and decode threads open images at once.)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = img.size
             if width * height > self.max_pixels:
@@ -115,10 +120,7 @@ def decode_image(data: bytes, max_pixels: int, size: int = INPUT_SIZE) -> NDArra
 def _decode_errors() -> Iterator[None]:
     """Pillow's failures as `ImageError`s with the contract's codes."""
     try:
-        with warnings.catch_warnings():
-            # We enforce our own pixel limit; Pillow's global one only warns.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import LogFormat, ProcessingGuarantee, SettingsError, load_settings
+from consumer.config import (
+    LogFormat,
+    ProcessingGuarantee,
+    Settings,
+    SettingsError,
+    load_settings,
+    setting_variables,
+    unknown_variables,
+)
 
 
 def test_defaults_are_the_tf_hub_model_and_safe_fetching() -> None:
@@ -73,3 +81,78 @@ def test_password_is_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -
     assert "hunter2-secret" not in repr(s)
     assert s.kafka_sasl_password is not None
     assert s.kafka_sasl_password.get_secret_value() == "hunter2-secret"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_setting_is_in_env_example() -> None:
+    text = (REPO / "env.example").read_text(encoding="utf-8")
+    missing = sorted(v for v in setting_variables() if f"{v}=" not in text)
+    assert not missing, f"env.example does not list: {missing}"
+
+
+def test_every_setting_has_a_row_in_the_readme() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `BIRDWATCH_")]
+    # A row may name several variables, the others by how they end: `BIRDWATCH_A_B` / `_C`
+    # stands for BIRDWATCH_A_C (a suffix replaces as many words of the first name as it has).
+    named = set()
+    for row in rows:
+        first, *others = [n.strip(" `") for n in row.split("|")[1].split("/")]
+        named.add(first)
+        for suffix in others:
+            words = suffix.strip("_").split("_")
+            named.add("_".join(first.split("_")[: -len(words)] + words))
+    missing = sorted(setting_variables() - named)
+    assert not missing, f"README's configuration table does not list: {missing}"
+
+
+def test_new_settings_have_descriptions() -> None:
+    for name in (
+        "decode_memory_mib",
+        "fetch_per_host",
+        "fetch_deadline_s",
+        "classify_model_retry_s",
+    ):
+        assert Settings.model_fields[name].description, name
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host", "limit"),
+    [(32, None, 16), (32, "", 16), (1, None, 1), (8, 3, 3), (8, 20, 8)],
+)
+def test_the_per_host_share_of_downloads(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int, per_host: object, limit: int
+) -> None:
+    monkeypatch.setenv("BIRDWATCH_FETCH_CONCURRENCY", str(concurrency))
+    if per_host is not None:
+        monkeypatch.setenv("BIRDWATCH_FETCH_PER_HOST", str(per_host))
+    assert load_settings().fetch_per_host_limit == limit
+
+
+def test_decode_memory_is_in_mib() -> None:
+    assert load_settings(decode_memory_mib=3).decode_memory_bytes == 3 * 2**20
+
+
+def test_unknown_variables_name_the_closest_setting(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("BIRDWATCH_FETCH_DEADLINE=5\nOTHER=1\nBIRDWATCH_LOG_LEVEL=info\n")
+    environ = {
+        "BIRDWATCH_MAX_BATCHSIZE": "4",
+        "birdwatch_decode_memory": "9",
+        "BIRDWATCH_PLEASE": "x",
+        "BIRDWATCH_MAX_BATCH_SIZE": "8",  # known
+        "birdwatch_log_level": "debug",  # known: names are case-insensitive
+        "BIRDWATCH_SECRETS_DIR": "/run/secrets",  # known, though not a field
+        "BIRDWATCH_REAL_MODEL_DIR": "/data",  # read by the tests, not the service
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ, dotenv) == [
+        ("BIRDWATCH_FETCH_DEADLINE", "BIRDWATCH_FETCH_DEADLINE_S"),
+        ("BIRDWATCH_MAX_BATCHSIZE", "BIRDWATCH_MAX_BATCH_SIZE"),
+        ("BIRDWATCH_PLEASE", None),
+        ("birdwatch_decode_memory", "BIRDWATCH_DECODE_MEMORY_MIB"),
+    ]
+    assert unknown_variables({}, None) == []
+    assert unknown_variables({}, tmp_path / "missing.env") == []

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import platform
+import sys
 
 import pytest
 
-from consumer.images import DecodeBudget, HostSlots, ImageError, host_key
+from consumer.images import DecodeBudget, HostSlots, ImageError, host_key, memory
+from consumer.images.memory import return_large_frees_to_the_system
 from schemas import ErrorCode
 
 
@@ -194,3 +197,23 @@ async def test_a_cancelled_waiter_leaves_no_host_entry() -> None:
     release.set()
     await tasks[0]
     assert slots.holding("h") == 0
+
+
+# --- memory handed back ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's mallopt",
+)
+def test_large_frees_go_back_to_the_system_with_glibc() -> None:
+    assert return_large_frees_to_the_system() is True
+
+
+def test_without_mallopt_nothing_is_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoMallopt:
+        def __init__(self, name: object) -> None:
+            pass
+
+    monkeypatch.setattr(memory.ctypes, "CDLL", NoMallopt)
+    assert return_large_frees_to_the_system() is False
