@@ -128,6 +128,8 @@ class Runtime:
     async def _load_with_retries(self, retry_for: float, failures: list[ModelError]) -> LoadedModel:
         # The one retry policy of model loading: 0.5 s doubling to 30 s, plus up to 0.5 s of
         # jitter, for `retry_for` seconds (stamina.set_testing removes the waits).
+        loop = asyncio.get_running_loop()
+        failed_at = 0.0
         async for attempt in stamina.retry_context(
             on=_retryable,
             attempts=None,
@@ -139,11 +141,17 @@ class Runtime:
         ):
             with attempt:
                 if failures:
-                    log.warning("model_load_retry", attempt=attempt.num, reason=str(failures[-1]))
+                    log.warning(
+                        "model_load_retry",
+                        attempt=attempt.num,
+                        waited_s=round(loop.time() - failed_at, 2),
+                        reason=str(failures[-1]),
+                    )
                 try:
                     return await self._load_once()
                 except ModelError as exc:
                     failures.append(exc)
+                    failed_at = loop.time()
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 

@@ -22,6 +22,7 @@ from schemas import ErrorCode, Prediction, PredictionResult
 from tests.conftest import LoopbackServer, TinyModels
 from tests.consumer.test_cli import run_cli, serve_model
 from tests.images import RED, solid_jpeg
+from tests.reliability_support import record_figures
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # What `classify` may take to give up on a model it cannot reach, by default (the bound).
@@ -94,6 +95,7 @@ async def test_classify_gives_up_on_an_unreachable_model_within_a_minute(
         *(classify_in_a_process({**base, **extra}, red) for extra in cases.values())
     )
 
+    figures = {}
     for (name, extra), (code, out, err, took) in zip(cases.items(), runs, strict=True):
         assert code == cli.EXIT_USAGE, (name, err[-2000:])
         assert took < UNREACHABLE_BOUND_S, name
@@ -106,8 +108,17 @@ async def test_classify_gives_up_on_an_unreachable_model_within_a_minute(
         assert "BIRDWATCH_MODEL_URL" in line
         assert "BIRDWATCH_LABELS_URL" in line
         logged = [orjson.loads(x) for x in err.splitlines() if x.startswith("{")]
-        assert [e for e in logged if e["event"] == "model_load_retry"], name
-        assert extra["BIRDWATCH_MODEL_URL"]
+        retries = [e for e in logged if e["event"] == "model_load_retry"]
+        assert retries, name
+        figures[name] = {
+            "model_url": extra["BIRDWATCH_MODEL_URL"],
+            "exit_code": code,
+            "exit_after_s": round(took, 1),
+            "retries_logged": len(retries),
+            "waits_s": [e["waited_s"] for e in retries],
+            "stderr_line": line,
+        }
+    record_figures("classify_model_unreachable", figures)
 
 
 async def test_a_model_server_that_comes_back_is_still_used(
