@@ -16,6 +16,7 @@ from consumer.serve import run_serve
 from tests.kafka_support import free_port
 
 
+@pytest.mark.usefixtures("real_retry_waits")  # readiness is probed while the model retries
 async def test_unreachable_model_keeps_readiness_false_then_fails(
     make_settings: Callable[..., Settings],
 ) -> None:
