@@ -75,9 +75,13 @@ class Runtime:
             headers={"User-Agent": MODEL_USER_AGENT},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
         )
-        self.model_fetcher = ModelFetcher(
-            self.model_session, s.cache_path, self._progress, temporary_fallback=self._one_shot
-        )
+        try:
+            self.model_fetcher = ModelFetcher(
+                self.model_session, s.cache_path, self._progress, temporary_fallback=self._one_shot
+            )
+        except BaseException as exc:  # e.g. no temporary folder: close what is open
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
 
     async def __aexit__(

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -255,3 +256,25 @@ def test_results_name_the_url_of_every_result(status: str) -> None:
     line = out.getvalue()
     assert line.startswith(f"id-1 {status} ")
     assert line.rstrip().endswith(f"<- {url}")
+
+
+async def test_no_cache_and_no_temporary_folder_is_one_line_and_status_2(
+    http_server: LoopbackServer,
+    tiny_models: TinyModels,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    serve_model(http_server, tiny_models, monkeypatch, "tflite")
+    monkeypatch.setenv("BIRDWATCH_ALLOW_PRIVATE_NETWORKS", "true")
+    monkeypatch.setenv("BIRDWATCH_MODEL_CACHE_DIR", "")  # no cache: a temporary folder only
+    (tmp_path / "blocker").write_text("a file where the temporary folders should go")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "blocker" / "tmp"))
+    red = http_server.add_bytes("/red.jpg", solid_jpeg(RED), "image/jpeg")
+
+    code, out, err = await run_cli(capsys, "classify", "--json", red)
+
+    assert code == cli.EXIT_USAGE
+    assert out == ""
+    line = only_message_line(err)
+    assert "blocker" in line
