@@ -110,7 +110,7 @@ async def run_classify(
     printer = OrderedPrinter(out, as_json)
     events, invalid = make_events(urls)
 
-    async with Runtime(settings) as rt:
+    async with Runtime(settings, one_shot=True) as rt:
         model_task: asyncio.Task[LoadedModel] = asyncio.create_task(rt.load_model())
 
         async def sink(item: WorkItem, result: PredictionResult) -> None:

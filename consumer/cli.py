@@ -6,20 +6,47 @@ import argparse
 import asyncio
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Coroutine, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import stamina
 import structlog
 from aiokafka.errors import KafkaError
 
-from consumer.config import Settings, SettingsError, load_settings
+from consumer.config import Settings, SettingsError, load_settings, unknown_variables
+from consumer.images.memory import return_large_frees_to_the_system
 from consumer.logs import configure_logging
 from consumer.model import ModelError
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# Exit statuses of every command (documented in --help and the README).
+EXIT_OK = 0
+# classify/publish: some images or URLs failed (the others were done); serve: Kafka refused
+# the member's writes (e.g. it was fenced).
+EXIT_SOME_FAILED = 1
+# A configuration, usage or model error: nothing was done.
+EXIT_USAGE = 2
+# A Kafka command could not reach the brokers (BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS).
+EXIT_KAFKA_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}    done: every image classified, every event published, a graceful stop
+  {EXIT_SOME_FAILED}    some images or URLs failed (classify, publish: the others were done);
+       Kafka refused the member's writes (serve, e.g. fenced by another member)
+  {EXIT_USAGE}    configuration, usage or model error: nothing was done
+  {EXIT_KAFKA_UNREACHABLE}    Kafka unreachable (serve, topics, publish, results)
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 _IMPORTED_AT = time.perf_counter()
+
+
+def version() -> str:
+    try:
+        return metadata.version("birdwatch")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
 def process_started_at() -> float:
@@ -38,19 +65,26 @@ def process_started_at() -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="birdwatch",
-        description="Identify the birds in images: top-3 species per image with Google's AIY "
-        "bird classifier. Settings come from BIRDWATCH_* environment variables and .env "
-        "(see env.example).",
+        description=textwrap.fill(
+            "Identify the birds in images: top-3 species per image with Google's AIY bird "
+            "classifier. Settings come from BIRDWATCH_* environment variables and .env (see "
+            "env.example); an unknown BIRDWATCH_* variable is warned about."
+        ),
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     classify = sub.add_parser(
         "classify",
         help="classify image URLs and print the top 3 species of each",
         description="Fetch the model and the images online, classify the images in batches and "
         "print the top 3 species per image with a timing summary. With no URL and no --file, "
-        "classifies the five sample images of the original service. Exit status: 0 when every "
-        "image was classified, 1 when some failed (the others are still printed), 2 on a "
-        "configuration or model error.",
+        "classifies the five sample images of the original service. A model that cannot be "
+        "reached is retried for BIRDWATCH_CLASSIFY_MODEL_RETRY_S (30 s); a model cache that "
+        "cannot be written is replaced by a temporary folder, with a warning. Exit status: 0 "
+        "when every image was classified, 1 when some failed (the others are still printed), 2 "
+        "on a configuration or model error.",
     )
     _add_url_inputs(classify)
     classify.add_argument(
@@ -66,10 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         "BIRDWATCH_RESULTS_TOPIC (unparseable records go to BIRDWATCH_DLQ_TOPIC). Serves "
         "/healthz, /readyz and /metrics on BIRDWATCH_HTTP_PORT. Stops gracefully on SIGTERM or "
         "SIGINT. Exit status: 0 after a graceful stop, 1 when Kafka refused the member's writes "
-        "(e.g. it was fenced), 2 on a configuration or model error.",
+        "(e.g. it was fenced), 2 on a configuration or model error, 3 when Kafka cannot be "
+        "reached.",
     )
 
-    topics = sub.add_parser("topics", help="manage the Kafka topics")
+    topics = sub.add_parser(
+        "topics",
+        help="manage the Kafka topics",
+        description="Exit status: 0 when every topic exists, 1 when one could not be created, "
+        "3 when Kafka cannot be reached.",
+    )
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
         "create", help="create the input, results and DLQ topics if missing (idempotent)"
@@ -81,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "publish",
         help="publish ImageEvents for image URLs to the input topic",
         description="Produce one ImageEvent per URL, with a generated id. Exit status 1 when "
-        "some URL is not a valid http(s) URL (the others are published).",
+        "some URL is not a valid http(s) URL (the others are published), 3 when Kafka cannot "
+        "be reached.",
     )
     _add_url_inputs(publish)
     publish.add_argument(
@@ -92,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "results",
         help="print results from the results topic as they arrive",
         description="Follow the results topic (read_committed in exactly_once mode) and print "
-        "each result; stops after --max results or --timeout seconds without a new one.",
+        "each result; stops after --max results or --timeout seconds without a new one. Exit "
+        "status: 0, or 3 when Kafka cannot be reached.",
     )
     results.add_argument(
         "--from-beginning",
@@ -154,9 +196,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"birdwatch: configuration error: {exc}\n")
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
+    # Our retry loops log their own events (with the image or model they are about); stamina's
+    # instrumentation would add a WARNING per retry and a counter in the global registry.
+    stamina.instrumentation.set_on_retry_hooks([])
+    return_large_frees_to_the_system()  # decoded images' memory goes back when freed
+    _warn_unknown_variables()
     if args.command == "classify":
         return _classify(settings, args, started)
     return _kafka_command(settings, args)
+
+
+def _warn_unknown_variables() -> None:
+    log = structlog.get_logger(__name__)
+    for name, closest in unknown_variables(os.environ):
+        log.warning("unknown_setting", variable=name, did_you_mean=closest)
 
 
 def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -206,7 +259,12 @@ def _classify(settings: Settings, args: argparse.Namespace, started: float) -> i
     if not urls:
         sys.stderr.write("birdwatch: no URLs to classify\n")
         return EXIT_USAGE
-    return _run(run_classify(settings, urls, sys.stdout, args.json, started))
+    try:
+        return _run(run_classify(settings, urls, sys.stdout, args.json, started))
+    except OSError as exc:  # e.g. no temporary folder either: one line, never a traceback
+        structlog.get_logger(__name__).error("classify_failed", error=str(exc))
+        sys.stderr.write(f"birdwatch: {exc}\n")
+        return EXIT_USAGE
 
 
 def _run(command: Coroutine[Any, Any, int]) -> int:
@@ -218,4 +276,4 @@ def _run(command: Coroutine[Any, Any, int]) -> int:
         sys.stderr.write(f"birdwatch: model error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

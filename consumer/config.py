@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -63,6 +66,12 @@ class Settings(BaseSettings):
         600.0,
         description="Give up loading the model after this long (retrying transient failures)",
     )
+    classify_model_retry_s: PositiveFloat = Field(
+        30.0,
+        description="birdwatch classify stops retrying a model or label map it cannot get "
+        "(unreachable host, HTTP 5xx) after this long; serve retries until "
+        "MODEL_LOAD_TIMEOUT_S.",
+    )
     inference_threads: PositiveInt = Field(
         default_factory=lambda: os.cpu_count() or 1,
         description="Threads per inference call (default: the CPU count)",
@@ -77,13 +86,28 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1,
         description="Image decoding threads (default: the CPU count)",
     )
+    decode_memory_mib: PositiveInt = Field(
+        256,
+        description="Estimated memory that images being decoded may hold at once, whatever "
+        "the number of decode threads; an image that alone needs more is too_large.",
+    )
     max_in_flight: PositiveInt = Field(
         256, description="Records in flight before intake pauses (it resumes at half)"
     )
 
     # Image fetching
     fetch_concurrency: PositiveInt = Field(32, description="Concurrent image downloads")
+    fetch_per_host: PositiveInt | None = Field(
+        None,
+        description="Download slots one image host may hold at once (default: half of "
+        "FETCH_CONCURRENCY), so a slow host cannot starve the others.",
+    )
     fetch_timeout_s: PositiveFloat = Field(10.0, description="Per download attempt")
+    fetch_deadline_s: PositiveFloat = Field(
+        20.0,
+        description="Time for a whole image download: every attempt, redirect and wait "
+        "between attempts.",
+    )
     fetch_retries: Annotated[int, Field(ge=0, le=10)] = Field(
         2, description="Retries on timeouts, connection resets, HTTP 5xx/429 (jittered backoff)"
     )
@@ -156,7 +180,9 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("instance_id", "kafka_sasl_mechanism", "kafka_ssl_cafile", mode="before")
+    @field_validator(
+        "instance_id", "kafka_sasl_mechanism", "kafka_ssl_cafile", "fetch_per_host", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -170,9 +196,51 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def fetch_per_host_limit(self) -> int:
+        """The download slots one host may hold: the setting, else half of the slots."""
+        share = self.fetch_per_host or max(1, self.fetch_concurrency // 2)
+        return min(share, self.fetch_concurrency)
+
+    @property
+    def decode_memory_bytes(self) -> int:
+        return self.decode_memory_mib * 2**20
+
+    @property
     def cache_path(self) -> Path | None:
         """The model cache folder, or None when caching is off (empty setting)."""
         return Path(self.model_cache_dir).expanduser() if self.model_cache_dir else None
+
+
+# BIRDWATCH_* variables read by this repository's tools (tests, benchmarks), not by the service.
+TOOL_VARIABLES = frozenset({"BIRDWATCH_REAL_MODEL_DIR", "BIRDWATCH_TEST_KAFKA_PORT"})
+
+
+def setting_variables() -> frozenset[str]:
+    """Every variable the service reads: one per `Settings` field, and the secrets folder."""
+    return frozenset({ENV_PREFIX + name.upper() for name in Settings.model_fields}) | {
+        SECRETS_DIR_VARIABLE
+    }
+
+
+def unknown_variables(
+    environ: Mapping[str, str], dotenv: Path | None = Path(".env")
+) -> list[tuple[str, str | None]]:
+    """`BIRDWATCH_*` names in `environ` or the `dotenv` file that no setting reads, each with
+    the closest known name (None when none is close): a misspelled setting is silently
+    ignored otherwise."""
+    names = {name for name in environ if name.upper().startswith(ENV_PREFIX)}
+    if dotenv is not None and dotenv.is_file():
+        names |= {k for k in dotenv_values(dotenv) if k.upper().startswith(ENV_PREFIX)}
+    known = setting_variables()
+    unknown = sorted(n for n in names if n.upper() not in known | TOOL_VARIABLES)
+    return [(name, _closest(name.upper(), known)) for name in unknown]
+
+
+def _closest(name: str, known: frozenset[str]) -> str | None:
+    # Compared without the common prefix, which would make every pair look alike.
+    suffixes = {k.removeprefix(ENV_PREFIX): k for k in known}
+    matches = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), sorted(suffixes), n=1)
+    return suffixes[matches[0]] if matches else None
 
 
 class SettingsError(ValueError):

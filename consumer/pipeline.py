@@ -1,9 +1,11 @@
 """The core: events in, results out.
 
-Each submitted event is fetched (asyncio) and decoded (decode thread pool) on its own; decoded
-images are micro-batched and classified (inference thread) while the next images download and
-decode, so the stages overlap. Every submitted item ends in exactly one result passed to the
-sink, whatever fails. Transports (the CLI, the Kafka service) only submit and sink.
+Each submitted event is fetched (asyncio, a fair share of the slots per host) and decoded
+(decode thread pool) on its own; a decode starts once its estimated memory fits the decode
+budget. Decoded images are micro-batched and classified (inference thread) while the next
+images download and decode, so the stages overlap. Every submitted item ends in exactly one
+result passed to the sink, whatever fails. Transports (the CLI, the Kafka service) only submit
+and sink.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from numpy.typing import NDArray
 
 from consumer.batching import Batcher
 from consumer.clock import Clock, LoopClock
+from consumer.images.budget import DecodeBudget
 from consumer.images.errors import ImageError
+from consumer.images.slots import HostSlots, host_key
 from consumer.model.backend import LoadedModel, top_k
 from schemas import TOP_K, ErrorCode, ImageEvent, Prediction, PredictionResult
 
@@ -31,7 +35,19 @@ class Fetcher(Protocol):
     async def fetch(self, url: str) -> bytes: ...
 
 
-Decoder = Callable[[bytes], NDArray[np.uint8]]
+class OpenedImage(Protocol):
+    """An image whose header is read: what decoding it will cost, and the decode itself."""
+
+    @property
+    def cost_bytes(self) -> int: ...
+
+    def decode(self) -> NDArray[np.uint8]: ...
+
+
+class Decoder(Protocol):
+    def open(self, data: bytes) -> OpenedImage: ...
+
+
 ModelSource = Callable[[], Awaitable[LoadedModel]]
 
 
@@ -74,6 +90,10 @@ class PipelineConfig:
     # Images downloading or waiting to be decoded at once: bounds the raw bytes held in memory
     # (at most this many bodies of up to the size cap) when decoding falls behind.
     max_undecoded: int = 32
+    # ... of which one host may hold at most this many (None: all), so a slow host cannot.
+    max_undecoded_per_host: int | None = None
+    # Estimated bytes that images being decoded may hold at once (see DecodeBudget).
+    decode_budget_bytes: int = 256 * 2**20
 
 
 class _Wake:
@@ -99,7 +119,7 @@ class Pipeline:
         clock: Clock | None = None,
     ) -> None:
         self._fetcher = fetcher
-        self._decode = decode
+        self._decoder = decode
         self._model_source = model
         self._sink = sink
         self._decode_pool = decode_pool
@@ -113,7 +133,8 @@ class Pipeline:
         )
         self._preparing: set[asyncio.Task[None]] = set()
         self._fetching = 0  # items not yet fetched and decoded (or failed)
-        self._undecoded = asyncio.Semaphore(config.max_undecoded)
+        self._undecoded = HostSlots(config.max_undecoded, config.max_undecoded_per_host)
+        self._decode_budget = DecodeBudget(config.decode_budget_bytes)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -176,7 +197,7 @@ class Pipeline:
         structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
             waited = self._clock.now()
-            async with self._undecoded:
+            async with self._undecoded.hold(host_key(event.url)):
                 # Time spent waiting for a download slot while decoding is behind.
                 self._note(item, "fetch_wait", self._clock.now() - waited)
                 image = await self._fetch_and_decode(item)
@@ -208,14 +229,19 @@ class Pipeline:
             ms=item.timings_ms["fetch"],
         )
         loop = asyncio.get_running_loop()
-        started, image = await loop.run_in_executor(self._decode_pool, self._timed_decode, data)
-        self._note(item, "decode_wait", started - fetched)  # queued for a decode thread
+        opened = await loop.run_in_executor(self._decode_pool, self._decoder.open, data)
+        async with self._decode_budget.reserve(opened.cost_bytes):
+            started, image = await loop.run_in_executor(
+                self._decode_pool, self._timed_decode, opened
+            )
+        # Header read, waiting for room in the budget and for a decode thread.
+        self._note(item, "decode_wait", started - fetched)
         self._note(item, "decode", self._clock.now() - started)
         log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
         return image
 
-    def _timed_decode(self, data: bytes) -> tuple[float, NDArray[np.uint8]]:
-        return self._clock.now(), self._decode(data)
+    def _timed_decode(self, opened: OpenedImage) -> tuple[float, NDArray[np.uint8]]:
+        return self._clock.now(), opened.decode()
 
     def _note(self, item: WorkItem, stage: str, seconds: float) -> None:
         item.timings_ms[stage] = round(seconds * 1000, 3)

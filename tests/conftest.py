@@ -6,10 +6,12 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import stamina
 from aiohttp import web
 from hypothesis import settings
 
@@ -63,6 +65,26 @@ KAFKA_BOOTSTRAP = os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
 KAFKA_TEST_PORT = int(os.environ.get("BIRDWATCH_TEST_KAFKA_PORT") or 9092)
 
 
+# Attempts a retry policy may make in tests: at most its own number (capped), never this many.
+TEST_RETRY_ATTEMPTS = 10
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """Retries happen as configured but without their waits (stamina's testing mode), and
+    stamina's own instrumentation stays off as the CLI turns it off (our code logs retries)."""
+    stamina.instrumentation.set_on_retry_hooks([])
+    with stamina.set_testing(True, attempts=TEST_RETRY_ATTEMPTS, cap=True):
+        yield
+
+
+@pytest.fixture
+def real_retry_waits() -> Iterator[None]:
+    """For tests of the waits and deadlines themselves: stamina as in production."""
+    with stamina.set_testing(False):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's BIRDWATCH_* variables or .env file."""
@@ -107,8 +129,9 @@ class LoopbackServer:
         return self.url(path)
 
 
-@pytest.fixture
-async def http_server() -> AsyncIterator[LoopbackServer]:
+@asynccontextmanager
+async def loopback_server(host: str = "127.0.0.1") -> AsyncIterator[LoopbackServer]:
+    """A `LoopbackServer` listening on `host` (any of 127.0.0.0/8) and a free port."""
     server = LoopbackServer()
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
@@ -122,12 +145,27 @@ async def http_server() -> AsyncIterator[LoopbackServer]:
     app.router.add_route("*", "/{tail:.*}", dispatch)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.base = f"http://127.0.0.1:{port}"
-    yield server
-    await runner.cleanup()
+    server.base = f"http://{host}:{port}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[LoopbackServer]:
+    async with loopback_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def other_host() -> AsyncIterator[LoopbackServer]:
+    """A second loopback server on another address (127.0.0.2): another host to the fetcher."""
+    async with loopback_server("127.0.0.2") as server:
+        yield server
 
 
 @dataclass(frozen=True)

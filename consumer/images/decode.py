@@ -1,14 +1,24 @@
-"""Decoding image bytes into the model's input: 224x224 RGB uint8, full frame, no crop."""
+"""Decoding image bytes into the model's input: 224x224 RGB uint8, full frame, no crop.
+
+In two steps, so that a caller can admit the decode against a memory budget in between:
+`ImageDecoder.open` reads only the header (format, size, mode) and estimates what decoding will
+hold at its peak; `OpenedImage.decode` then decodes the pixels.
+"""
 
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from consumer.images.convert import orient, pixel_bytes, shrink_to_rgb, to_rgb, working_bytes
 from consumer.images.errors import ImageError
 from schemas import ErrorCode
 
@@ -24,6 +34,10 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"MM\x00*", "TIFF"),
 )
 _FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+_OPENING = threading.Lock()
+# Copies of the full decoded image a format's decoder holds at once: libwebp decodes into its
+# own buffer, which Pillow then copies; libtiff may read some layouts into an RGBA buffer.
+_DECODER_COPIES = {"WEBP": 3, "TIFF": 2}
 
 
 def sniff_format(data: bytes) -> str:
@@ -37,30 +51,76 @@ def sniff_format(data: bytes) -> str:
     raise ImageError(ErrorCode.NOT_AN_IMAGE, f"content is not a supported image (starts {head!r})")
 
 
-def decode_image(data: bytes, max_pixels: int, size: int = INPUT_SIZE) -> NDArray[np.uint8]:
-    """Decode `data` into a `size`x`size`x3 uint8 RGB array.
+@dataclass(frozen=True)
+class OpenedImage:
+    """An image whose header has been read and whose pixels have not been decoded yet."""
 
-    JPEGs are decoded at a reduced DCT scale (`draft`) when the photo is much larger than
-    `size`, which makes 12 MP photos several times cheaper; EXIF orientation is applied;
-    transparency is composited on white. Raises `ImageError`.
-    """
-    fmt = sniff_format(data)
-    try:
-        with warnings.catch_warnings():
-            # We enforce our own pixel limit below; Pillow's global one only warns.
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    # What decoding and converting it will hold at the peak, in bytes (an estimate).
+    cost_bytes: int
+    size: int = INPUT_SIZE
+
+    def decode(self) -> NDArray[np.uint8]:
+        """The `size`x`size`x3 uint8 RGB array; raises `ImageError`."""
+        with _decode_errors():
+            img = self.image
+            img.load()
+            small = orient(shrink_to_rgb(img, self.size), img)
+            resized = small.resize((self.size, self.size), Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class ImageDecoder:
+    """Reads headers and estimates costs for images of at most `max_pixels` pixels."""
+
+    max_pixels: int
+    size: int = INPUT_SIZE
+
+    def open(self, data: bytes) -> OpenedImage:
+        """Read the header of `data`; nothing is decoded. Raises `ImageError`.
+
+        JPEGs are set to decode at a reduced DCT scale (`draft`) when the photo is much larger
+        than `size`, which makes 12 MP photos several times cheaper: the estimate is that of
+        the reduced decode.
+        """
+        fmt = sniff_format(data)
+        with _decode_errors(), _OPENING, warnings.catch_warnings():
+            # We enforce our own pixel limit; Pillow's global one only warns. (The lock: the
+            # warning filters are process-wide, and decode threads open images at once.)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data), formats=[fmt])
             width, height = img.size
-            if width * height > max_pixels:
+            if width * height > self.max_pixels:
                 raise ImageError(
-                    ErrorCode.TOO_LARGE, f"{width}x{height} pixels exceeds the {max_pixels} limit"
+                    ErrorCode.TOO_LARGE,
+                    f"{width}x{height} pixels exceeds the {self.max_pixels} limit",
                 )
             if img.format == "JPEG":
-                img.draft("RGB", (size, size))
-            img = ImageOps.exif_transpose(img) or img
-            rgb = to_rgb(img)
-            resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(resized, dtype=np.uint8)
+                img.draft("RGB", (self.size, self.size))
+            decoded = img.size[0] * img.size[1] * pixel_bytes(img.mode)
+            cost = decoded * _DECODER_COPIES.get(fmt, 1) + working_bytes(
+                img.size, img.mode, self.size
+            )
+            return OpenedImage(img, fmt, width, height, cost, self.size)
+
+
+def decode_image(data: bytes, max_pixels: int, size: int = INPUT_SIZE) -> NDArray[np.uint8]:
+    """Decode `data` into a `size`x`size`x3 uint8 RGB array (both steps, no budget).
+
+    EXIF orientation is applied; transparency is composited on white. Raises `ImageError`.
+    """
+    return ImageDecoder(max_pixels, size).open(data).decode()
+
+
+@contextmanager
+def _decode_errors() -> Iterator[None]:
+    """Pillow's failures as `ImageError`s with the contract's codes."""
+    try:
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -71,26 +131,4 @@ def decode_image(data: bytes, max_pixels: int, size: int = INPUT_SIZE) -> NDArra
         raise ImageError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to RGB; transparent pixels become white, 16-bit is scaled to 8-bit."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        scale = 1 / 256 if img.mode.startswith("I;16") or _peak(img) > 255 else 1
-        # point() refuses the byte-ordered I;16B/I;16L modes (big-endian TIFF), "I" takes all.
-        img = img.convert("I").point(lambda v: v * scale).convert("L")
-    elif img.mode == "F":
-        img = img.convert("L")
-    if img.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        # Pillow converts premultiplied La only to LA, not straight to RGBA.
-        rgba = (img.convert("LA") if img.mode == "La" else img).convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def _peak(img: Image.Image) -> float:
-    extrema = img.getextrema()
-    return float(extrema[1]) if isinstance(extrema[1], int | float) else 255.0
+__all__ = ["INPUT_SIZE", "ImageDecoder", "OpenedImage", "decode_image", "sniff_format", "to_rgb"]

@@ -1,18 +1,19 @@
-"""Fetching image bytes over HTTP: bounded, time-limited, size-capped, retried, SSRF-guarded."""
+"""Fetching image bytes over HTTP: fair per host, time-limited, capped, retried, SSRF-guarded."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Awaitable, Callable
+import functools
 from dataclasses import dataclass
 
 import aiohttp
+import stamina
 import structlog
 from yarl import URL
 
 from consumer.images.errors import ImageError
 from consumer.images.guard import BlockedAddressError, PublicOnlyResolver, check_url
+from consumer.images.slots import HostSlots, host_key
 from schemas import ErrorCode
 
 log = structlog.get_logger(__name__)
@@ -25,18 +26,25 @@ _CHUNK = 64 * 1024
 
 @dataclass(frozen=True)
 class FetchPolicy:
-    """Limits for one image download; `timeout_s` bounds each attempt."""
+    """Limits for one image download: `timeout_s` bounds each attempt, `deadline_s` the whole
+    download (attempts, redirects and the waits between attempts)."""
 
     timeout_s: float = 10.0
     connect_timeout_s: float = 5.0
     retries: int = 2
     backoff_s: float = 0.2
+    backoff_max_s: float = 5.0
+    deadline_s: float = 20.0
     max_bytes: int = 20 * 1024 * 1024
     allow_private: bool = False
 
 
 def make_image_session(policy: FetchPolicy, concurrency: int) -> aiohttp.ClientSession:
-    """One shared session for user URLs; its resolver refuses non-public addresses."""
+    """One shared session for user URLs; its resolver refuses non-public addresses.
+
+    The per-host bound is the fetcher's (`HostSlots`), not the connector's `limit_per_host`:
+    a redirect to another host must not wait for a connection while holding a slot.
+    """
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         resolver=None if policy.allow_private else PublicOnlyResolver(),
@@ -49,19 +57,33 @@ def make_image_session(policy: FetchPolicy, concurrency: int) -> aiohttp.ClientS
 
 
 class ImageFetcher:
-    """Downloads image bytes with the limits of a `FetchPolicy`."""
+    """Downloads image bytes with the limits of a `FetchPolicy`.
+
+    At most `concurrency` downloads run at once, at most `per_host` of them (default: all) for
+    one host (`host_key`), so a host that hangs holds only its share of the slots.
+    """
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         policy: FetchPolicy,
         concurrency: int,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        per_host: int | None = None,
     ) -> None:
         self._session = session
         self._policy = policy
-        self._slots = asyncio.Semaphore(concurrency)
-        self._sleep = sleep
+        self.slots = HostSlots(concurrency, per_host)
+        # The one retry policy of image downloads (stamina.set_testing removes its waits).
+        self._retrying = functools.partial(
+            stamina.retry_context,
+            on=_RetryableError,
+            attempts=policy.retries + 1,
+            timeout=policy.deadline_s,
+            wait_initial=policy.backoff_s,
+            wait_jitter=policy.backoff_s,
+            wait_max=max(policy.backoff_max_s, policy.backoff_s),
+            wait_exp_base=2,
+        )
 
     async def fetch(self, url: str) -> bytes:
         """The body at `url`, or `ImageError` with the code the result should carry."""
@@ -69,18 +91,32 @@ class ImageFetcher:
             target = URL(url, encoded=False)
         except ValueError as exc:
             raise ImageError(ErrorCode.BLOCKED_URL, f"malformed url: {exc}") from None
-        async with self._slots:
-            attempt = 0
-            while True:
+        async with self.slots.hold(host_key(target)):
+            last: list[str] = []
+            try:
+                async with asyncio.timeout(self._policy.deadline_s):
+                    return await self._with_retries(url, target, last)
+            except _RetryableError as exc:
+                raise exc.final from None
+            except TimeoutError:
+                tried = f"; last failure: {last[-1]}" if last else ""
+                raise ImageError(
+                    ErrorCode.TIMEOUT,
+                    f"no complete response within the {self._policy.deadline_s:g} s "
+                    f"deadline of a download{tried}",
+                ) from None
+
+    async def _with_retries(self, url: str, target: URL, failures: list[str]) -> bytes:
+        async for attempt in self._retrying():
+            with attempt:
+                if failures:
+                    log.debug("fetch_retry", url=url, attempt=attempt.num, reason=failures[-1])
                 try:
                     return await self._attempt(target)
                 except _RetryableError as exc:
-                    if attempt >= self._policy.retries:
-                        raise exc.final from None
-                    attempt += 1
-                    delay = self._policy.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)  # noqa: S311
-                    log.debug("fetch_retry", url=url, attempt=attempt, reason=exc.final.message)
-                    await self._sleep(delay)
+                    failures.append(exc.final.message)
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     async def _attempt(self, url: URL) -> bytes:
         timeout = aiohttp.ClientTimeout(

@@ -69,5 +69,6 @@ def _print_result(value: bytes, as_json: bool, out: TextIO) -> None:
             out.write(f"{result.id} ok {best} <- {result.url}\n")
         else:
             assert result.error is not None
-            out.write(f"{result.id} error {result.error.code.value}: {result.error.message}\n")
+            error = f"{result.error.code.value}: {result.error.message}"
+            out.write(f"{result.id} error {error} <- {result.url}\n")
     out.flush()

@@ -2,22 +2,22 @@
 
 Accepts a TF Hub handle (tfhub.dev redirects to Kaggle), a direct `.tar.gz` SavedModel archive or
 a direct `.tflite` file. What was served decides the kind, not the name. Entries appear in the
-cache by an atomic rename, so concurrent processes never see half a model.
+cache by an atomic rename, so concurrent processes never see half a model. A cache that cannot
+be written (read-only, full) is a one-line `ModelError`, or, when asked, a warning and a
+temporary folder instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
-import sys
-import tarfile
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TypeVar
 
 import aiohttp
 import orjson
@@ -26,15 +26,24 @@ from yarl import URL
 
 from consumer.model.errors import ModelError
 from consumer.model.labels import parse_labels
+from consumer.model.progress import PROGRESS_INTERVAL_S, DownloadProgress, reported
+from consumer.model.store import (
+    META_FILE,
+    CacheWriteError,
+    ModelKind,
+    cache_key,
+    publish,
+    read_entry,
+    sniff_kind,
+    unpack,
+    writes_to,
+)
 
 log = structlog.get_logger(__name__)
 
-ModelKind = Literal["tflite", "savedmodel"]
 TFHUB_HOSTS = frozenset({"tfhub.dev", "www.tfhub.dev"})
 _CHUNK = 1024 * 1024
-_TFLITE_FILE = "model.tflite"
-_SAVEDMODEL_DIR = "saved_model"
-_META_FILE = "source.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,32 +74,27 @@ def likely_tflite(handle: str) -> bool:
     return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
 
 
-def sniff_kind(head: bytes) -> Literal["tflite", "targz", "tar"]:
-    """What a download holds, from its first bytes (at least 262 of them for plain tar)."""
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if head[:2] == b"\x1f\x8b":
-        return "targz"
-    if head[257:262] == b"ustar":
-        return "tar"
-    raise ModelError(
-        "served content is neither a TFLite flatbuffer nor a SavedModel archive "
-        f"(starts {head[:8]!r})"
-    )
-
-
-def cache_key(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()[:32]
-
-
 class ModelFetcher:
-    """Downloads models and label maps with a trusted session, caching them by URL."""
+    """Downloads models and label maps with a trusted session, caching them by URL.
+
+    With `temporary_fallback`, a cache folder that cannot be written is replaced (once, with a
+    warning) by a temporary folder removed by `close()`; without, it is a `ModelError`.
+    Downloads log their progress every `progress_interval_s`.
+    """
 
     def __init__(
-        self, session: aiohttp.ClientSession, cache_dir: Path | None, progress: bool = False
+        self,
+        session: aiohttp.ClientSession,
+        cache_dir: Path | None,
+        progress: bool = False,
+        *,
+        temporary_fallback: bool = False,
+        progress_interval_s: float = PROGRESS_INTERVAL_S,
     ) -> None:
         self._session = session
         self._progress = progress
+        self._progress_interval_s = progress_interval_s
+        self._fallback = temporary_fallback
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if cache_dir is None:
             # No cache: everything lives in a private folder removed by close().
@@ -104,28 +108,68 @@ class ModelFetcher:
 
     async def fetch_model(self, handle: str) -> ModelArtifact:
         """Return the model of `handle` from the cache, downloading it on a miss."""
+        return await self._writing(lambda: self._fetch_model(handle))
+
+    async def fetch_labels(self, url: str) -> bytes:
+        """The label map's bytes, from the cache when present."""
+        return await self._writing(lambda: self._fetch_labels(url))
+
+    async def _writing(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run `operation`, once more in a temporary folder if the cache cannot be written."""
+        try:
+            return await operation()
+        except CacheWriteError as exc:
+            self._fall_back(exc)
+        try:
+            return await operation()
+        except CacheWriteError as exc:
+            raise ModelError(f"cannot write the temporary model folder {exc}") from None
+
+    def _fall_back(self, failed: CacheWriteError) -> None:
+        if failed.folder != self._cache_dir:
+            return  # the other download switched folders meanwhile
+        if not self._fallback or self._tmp is not None:
+            raise ModelError(
+                f"cannot write the model cache {failed} (set BIRDWATCH_MODEL_CACHE_DIR to a "
+                "writable folder, or to empty for no cache)"
+            )
+        self._tmp = tempfile.TemporaryDirectory(prefix="birdwatch-model-")
+        self._cache_dir = Path(self._tmp.name)
+        log.warning(
+            "model_cache_unwritable",
+            cache_dir=str(failed.folder),
+            error=str(failed),
+            using=self._cache_dir.as_posix(),
+            hint="the model is downloaded again next time; set BIRDWATCH_MODEL_CACHE_DIR "
+            "to a writable folder to keep it",
+        )
+
+    async def _fetch_model(self, handle: str) -> ModelArtifact:
         start = time.perf_counter()
-        entry = self._cache_dir / cache_key(handle)
-        found = _read_entry(entry)
+        folder = self._cache_dir
+        entry = folder / cache_key(handle)
+        found = read_entry(entry)
         if found is not None:
             kind, path, size = found
             log.info("model_cache_hit", url=handle, kind=kind, path=str(path), bytes=size)
             return ModelArtifact(handle, kind, path, size, True, time.perf_counter() - start)
 
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self._cache_dir))
+        with writes_to(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
             url = download_url(handle)
             blob = staging / "download"
-            size = await self._download(url, blob)
-            kind = await asyncio.to_thread(_unpack, blob, staging)
-            (staging / _META_FILE).write_bytes(
-                orjson.dumps({"url": handle, "kind": kind, "bytes": size})
-            )
-            _publish(staging, entry)
+            size = await self._download(url, blob, folder)
+            kind = await asyncio.to_thread(unpack, blob, staging, folder)
+            with writes_to(folder):
+                (staging / META_FILE).write_bytes(
+                    orjson.dumps({"url": handle, "kind": kind, "bytes": size})
+                )
+                publish(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        found = _read_entry(entry)
+        found = read_entry(entry)
         if found is None:  # pragma: no cover - only if someone removes the entry under us
             raise ModelError(f"model cache entry {entry} vanished")
         kind, path, size = found
@@ -140,18 +184,19 @@ class ModelFetcher:
         )
         return ModelArtifact(handle, kind, path, size, False, elapsed)
 
-    async def fetch_labels(self, url: str) -> bytes:
-        """The label map's bytes, from the cache when present."""
-        path = self._cache_dir / f"{cache_key(url)}.labels"
+    async def _fetch_labels(self, url: str) -> bytes:
+        folder = self._cache_dir
+        path = folder / f"{cache_key(url)}.labels"
         if path.exists():
             return path.read_bytes()
         start = time.perf_counter()
         data = await self._get_bytes(url)
         parse_labels(data)  # never cache a map we cannot read (an HTML error page, say)
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with writes_to(folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
         log.info(
             "labels_fetched",
             url=url,
@@ -168,21 +213,23 @@ class ModelFetcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ModelError(f"GET {url} failed: {_describe(exc)}", retryable=True) from None
 
-    async def _download(self, url: str, target: Path) -> int:
+    async def _download(self, url: str, target: Path, folder: Path) -> int:
         try:
             async with self._session.get(url) as resp:
                 _check_status(url, resp.status)
-                total = resp.content_length
-                done = 0
-                with target.open("wb") as out:
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        out.write(chunk)
-                        done += len(chunk)
-                        if self._progress:
-                            _show_progress(done, total)
-                if self._progress:
-                    sys.stderr.write("\n")
-                return done
+                progress = DownloadProgress(url, resp.content_length, bar=self._progress)
+                with writes_to(folder):
+                    out = target.open("wb")
+                try:
+                    async with reported(progress, self._progress_interval_s):
+                        async for chunk in resp.content.iter_chunked(_CHUNK):
+                            with writes_to(folder):
+                                out.write(chunk)
+                            progress.add(len(chunk))
+                finally:
+                    with writes_to(folder):
+                        out.close()
+                return progress.done
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ModelError(f"GET {url} failed: {_describe(exc)}", retryable=True) from None
 
@@ -197,60 +244,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _show_progress(done: int, total: int | None) -> None:
-    mib = done / 2**20
-    of = f" / {total / 2**20:.1f}" if total else ""
-    sys.stderr.write(f"\rdownloading model: {mib:.1f}{of} MiB")
-    sys.stderr.flush()
-
-
-def _unpack(blob: Path, staging: Path) -> ModelKind:
-    with blob.open("rb") as f:
-        head = f.read(512)
-    kind = sniff_kind(head)
-    if kind == "tflite":
-        blob.rename(staging / _TFLITE_FILE)
-        return "tflite"
-    target = staging / _SAVEDMODEL_DIR
-    target.mkdir()  # an archive without members creates nothing
-    try:
-        with tarfile.open(blob, "r:*") as archive:
-            # The "data" filter refuses "..", links out of the tree and devices, and strips
-            # leading slashes so absolute names land inside the folder.
-            archive.extractall(target, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ModelError(f"cannot unpack the model archive: {exc}") from None
-    blob.unlink()
-    root = _find_saved_model(target)
-    if root != target:
-        tmp = staging / ".root"
-        root.rename(tmp)
-        shutil.rmtree(target)
-        tmp.rename(target)
-    return "savedmodel"
-
-
-def _find_saved_model(folder: Path) -> Path:
-    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        if (candidate / "saved_model.pb").exists() or (candidate / "saved_model.pbtxt").exists():
-            return candidate
-    raise ModelError("the archive holds no saved_model.pb")
-
-
-def _publish(staging: Path, entry: Path) -> None:
-    """Move the finished staging folder into place in one rename."""
-    try:
-        staging.rename(entry)
-    except OSError:
-        # Another process published the same URL first; its copy is equally good.
-        log.debug("model_cache_race_lost", entry=str(entry))
-
-
-def _read_entry(entry: Path) -> tuple[ModelKind, Path, int] | None:
-    meta = entry / _META_FILE
-    if not meta.exists():
-        return None
-    info = orjson.loads(meta.read_bytes())
-    kind: ModelKind = "tflite" if info["kind"] == "tflite" else "savedmodel"
-    path = entry / (_TFLITE_FILE if kind == "tflite" else _SAVEDMODEL_DIR)
-    return kind, path, int(info["bytes"])
+__all__ = [
+    "CacheWriteError",
+    "ModelArtifact",
+    "ModelFetcher",
+    "ModelKind",
+    "cache_key",
+    "download_url",
+    "likely_tflite",
+    "sniff_kind",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +37,33 @@ def decode_marker(data: bytes) -> NDArray[np.uint8]:
     image = np.zeros(INPUT_SHAPE, dtype=np.uint8)
     image[0, 0, 0] = cls
     return image
+
+
+@dataclass
+class FakeOpenedImage:
+    """What `FakeDecoder.open` returns: a body naming `costN` costs N bytes to decode (1 when it
+    names none), so decode-budget tests choose each image's cost."""
+
+    data: bytes
+    decode_fn: Callable[[bytes], NDArray[np.uint8]]
+
+    @property
+    def cost_bytes(self) -> int:
+        text = self.data.decode(errors="replace")
+        return int(text.split("cost")[1].split("-")[0]) if "cost" in text else 1
+
+    def decode(self) -> NDArray[np.uint8]:
+        return self.decode_fn(self.data)
+
+
+@dataclass
+class FakeDecoder:
+    """The pipeline's decoder over `decode_fn` (`decode_marker` by default)."""
+
+    decode_fn: Callable[[bytes], NDArray[np.uint8]] = decode_marker
+
+    def open(self, data: bytes) -> FakeOpenedImage:
+        return FakeOpenedImage(data, self.decode_fn)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from consumer.metrics import Metrics
 from consumer.model import LoadedModel
 from consumer.pipeline import Pipeline, PipelineConfig, Sink, StageObserver
 from consumer.runtime import Runtime
-from consumer.testing.fakes import FakeFetcher, decode_marker, fake_model
+from consumer.testing.fakes import FakeDecoder, FakeFetcher, fake_model
 from consumer.testing.memory_kafka import (
     MemoryConsumer,
     MemoryKafka,
@@ -30,7 +30,7 @@ from consumer.testing.memory_kafka import (
 
 
 class FakeRuntime(Runtime):
-    """A `Runtime` whose pipelines fetch with `fetcher` and decode with `decode_marker`; its
+    """A `Runtime` whose pipelines fetch with `fetcher` and decode with `FakeDecoder`; its
     thread pools are real. Needs no `async with` (it opens no session)."""
 
     def __init__(self, settings: Settings, fetcher: FakeFetcher, clock: Clock | None = None):
@@ -51,7 +51,7 @@ class FakeRuntime(Runtime):
 
         return Pipeline(
             fetcher=self.fake_fetcher,
-            decode=decode_marker,
+            decode=FakeDecoder(),
             model=model_source,
             sink=sink,
             decode_pool=self.decode_pool,

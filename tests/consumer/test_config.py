@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import LogFormat, ProcessingGuarantee, SettingsError, load_settings
+from consumer.config import (
+    LogFormat,
+    ProcessingGuarantee,
+    SettingsError,
+    load_settings,
+    unknown_variables,
+)
 
 
 def test_defaults_are_the_tf_hub_model_and_safe_fetching() -> None:
@@ -81,3 +87,43 @@ def test_the_heartbeat_must_be_below_the_session_timeout(monkeypatch: pytest.Mon
     monkeypatch.setenv("BIRDWATCH_HEARTBEAT_INTERVAL_MS", "6000")
     with pytest.raises(SettingsError, match=r"BIRDWATCH_HEARTBEAT_INTERVAL_MS: .*below"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "per_host", "limit"),
+    [(32, None, 16), (32, "", 16), (1, None, 1), (8, 3, 3), (8, 20, 8)],
+)
+def test_the_per_host_share_of_downloads(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int, per_host: object, limit: int
+) -> None:
+    monkeypatch.setenv("BIRDWATCH_FETCH_CONCURRENCY", str(concurrency))
+    if per_host is not None:
+        monkeypatch.setenv("BIRDWATCH_FETCH_PER_HOST", str(per_host))
+    assert load_settings().fetch_per_host_limit == limit
+
+
+def test_decode_memory_is_in_mib() -> None:
+    assert load_settings(decode_memory_mib=3).decode_memory_bytes == 3 * 2**20
+
+
+def test_unknown_variables_name_the_closest_setting(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("BIRDWATCH_FETCH_DEADLINE=5\nOTHER=1\nBIRDWATCH_LOG_LEVEL=info\n")
+    environ = {
+        "BIRDWATCH_MAX_BATCHSIZE": "4",
+        "birdwatch_decode_memory": "9",
+        "BIRDWATCH_PLEASE": "x",
+        "BIRDWATCH_MAX_BATCH_SIZE": "8",  # known
+        "birdwatch_log_level": "debug",  # known: names are case-insensitive
+        "BIRDWATCH_SECRETS_DIR": "/run/secrets",  # known, though not a field
+        "BIRDWATCH_REAL_MODEL_DIR": "/data",  # read by the tests, not the service
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ, dotenv) == [
+        ("BIRDWATCH_FETCH_DEADLINE", "BIRDWATCH_FETCH_DEADLINE_S"),
+        ("BIRDWATCH_MAX_BATCHSIZE", "BIRDWATCH_MAX_BATCH_SIZE"),
+        ("BIRDWATCH_PLEASE", None),
+        ("birdwatch_decode_memory", "BIRDWATCH_DECODE_MEMORY_MIB"),
+    ]
+    assert unknown_variables({}, None) == []
+    assert unknown_variables({}, tmp_path / "missing.env") == []

@@ -7,7 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -20,6 +20,7 @@ from consumer.testing import (
     LABELS,
     FakeClassifier,
     FakeClock,
+    FakeDecoder,
     FakeFetcher,
     decode_marker,
     fake_model,
@@ -91,7 +92,7 @@ async def make_pipeline() -> Callable[..., Harness]:
         pools.extend([decode_pool, inference_pool])
         pipeline = Pipeline(
             fetcher,
-            decode_marker,
+            FakeDecoder(),
             model,
             sink,
             decode_pool,
@@ -294,7 +295,7 @@ async def test_raw_bytes_held_are_bounded_when_decoding_falls_behind() -> None:
     with ThreadPoolExecutor(1) as decode_pool, ThreadPoolExecutor(1) as inference_pool:
         pipeline = Pipeline(
             CountingFetcher(),
-            slow_decode,
+            FakeDecoder(slow_decode),
             model,
             sink,
             decode_pool,
@@ -308,3 +309,120 @@ async def test_raw_bytes_held_are_bounded_when_decoding_falls_behind() -> None:
     assert len(results) == 12
     assert all(r.status == "ok" for r in results)
     assert active["max"] == 2
+
+
+@dataclass
+class Bare:
+    """A pipeline built from the parts a test gives, with its results as they arrive."""
+
+    pipeline: Pipeline
+    fetcher: FakeFetcher
+    results: dict[str, PredictionResult] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)
+
+
+@pytest.fixture
+async def bare_pipeline() -> Callable[..., Bare]:
+    made: list[tuple[Pipeline, ThreadPoolExecutor, ThreadPoolExecutor]] = []
+
+    def build(config: PipelineConfig, decoder: FakeDecoder, decode_threads: int = 2) -> Bare:
+        decode_pool = ThreadPoolExecutor(decode_threads, "decode")
+        inference_pool = ThreadPoolExecutor(1, "inference")
+        loop = asyncio.get_running_loop()
+
+        async def model() -> LoadedModel:
+            return fake_model(FakeClassifier())
+
+        async def sink(item: WorkItem, result: PredictionResult) -> None:
+            bare.results[result.id] = result
+            bare.arrived[result.id] = loop.time()
+
+        fetcher = FakeFetcher()
+        pipeline = Pipeline(fetcher, decoder, model, sink, decode_pool, inference_pool, config)
+        bare = Bare(pipeline, fetcher)
+        made.append((pipeline, decode_pool, inference_pool))
+        return bare
+
+    yield build  # type: ignore[misc]
+    for pipeline, decode_pool, inference_pool in made:
+        await pipeline.close()
+        decode_pool.shutdown(cancel_futures=True)
+        inference_pool.shutdown()
+
+
+async def test_decodes_run_together_only_within_the_memory_budget(
+    bare_pipeline: Callable[..., Bare],
+) -> None:
+    running = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def counted_decode(data: bytes) -> NDArray[np.uint8]:
+        with lock:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+        threading.Event().wait(0.05)
+        with lock:
+            running["now"] -= 1
+        return decode_marker(data)
+
+    config = PipelineConfig("m", max_batch_size=8, decode_budget_bytes=100)
+    bare = bare_pipeline(config, FakeDecoder(counted_decode), decode_threads=4)
+    for i in range(6):
+        bare.pipeline.submit(event(i, f"cls{i % CLASSES}-cost60-{i}"))
+    bare.pipeline.submit(event(9, "cls1-cost101"))
+    await asyncio.wait_for(bare.pipeline.drain(), timeout=10)
+
+    # Four decode threads, but two 60-byte decodes never fit a 100-byte budget at once.
+    assert running["max"] == 1
+    assert [bare.results[f"e{i}"].status for i in range(6)] == ["ok"] * 6
+    too_big = bare.results["e9"]
+    assert too_big.error is not None
+    assert too_big.error.code is ErrorCode.TOO_LARGE
+    assert "decode memory budget" in too_big.error.message
+
+
+async def test_small_decodes_share_the_budget(bare_pipeline: Callable[..., Bare]) -> None:
+    running = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    barrier = threading.Barrier(3, timeout=5)
+
+    def counted_decode(data: bytes) -> NDArray[np.uint8]:
+        with lock:
+            running["now"] += 1
+            running["max"] = max(running["max"], running["now"])
+        barrier.wait()  # three decodes must be running at once to get past this
+        with lock:
+            running["now"] -= 1
+        return decode_marker(data)
+
+    config = PipelineConfig("m", max_batch_size=8, decode_budget_bytes=100)
+    bare = bare_pipeline(config, FakeDecoder(counted_decode), decode_threads=4)
+    for i in range(3):
+        bare.pipeline.submit(event(i, f"cls{i}-cost30"))
+    await asyncio.wait_for(bare.pipeline.drain(), timeout=10)
+    assert running["max"] == 3
+    assert all(r.status == "ok" for r in bare.results.values())
+
+
+async def test_a_slow_host_cannot_hold_every_download_slot(
+    bare_pipeline: Callable[..., Bare],
+) -> None:
+    config = PipelineConfig("m", max_batch_size=8, max_undecoded=4, max_undecoded_per_host=2)
+    bare = bare_pipeline(config, FakeDecoder())
+    loop = asyncio.get_running_loop()
+    for i in range(10):  # the slow host's downloads come first and hang
+        url = f"http://slow.test/{i}/cls1"
+        bare.fetcher.hold(url)
+        bare.pipeline.submit(ImageEvent(id=f"slow{i}", url=url))
+    started = loop.time()
+    for i in range(6):
+        bare.pipeline.submit(event(i))
+
+    async def fast_ones_done() -> None:
+        while not all(f"e{i}" in bare.results for i in range(6)):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(fast_ones_done(), timeout=5)
+    assert max(bare.arrived[f"e{i}"] for i in range(6)) - started < 2
+    assert all(bare.results[f"e{i}"].status == "ok" for i in range(6))
+    assert not any(key.startswith("slow") for key in bare.results)

@@ -110,10 +110,11 @@ async def test_model_unreachable_at_start_up_keeps_readiness_false_then_exits_no
     assert "model_unavailable" in names
     retries = [e for e in events if e["event"] == "model_load_retry"]
     if failure == "refused":
-        # Retried with a growing backoff, each retry logged with its attempt and reason.
+        # Retried with a growing backoff, each retry logged with its attempt, the time it
+        # waited and the previous attempt's failure.
         assert len(retries) >= 2
-        assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
-        delays = [e["retry_in_s"] for e in retries]
+        assert [e["attempt"] for e in retries] == list(range(2, len(retries) + 2))
+        delays = [e["waited_s"] for e in retries]
         assert delays == sorted(delays)
         assert delays[-1] > delays[0]
         assert all("failed" in e["reason"] for e in retries)
@@ -136,7 +137,7 @@ async def test_model_unreachable_at_start_up_keeps_readiness_false_then_exits_no
             "readyz_samples": len(readyz),
             "readyz_statuses": sorted(set(readyz)),
             "retries_logged": len(retries),
-            "retry_delays_s": [e["retry_in_s"] for e in retries],
+            "retry_delays_s": [e["waited_s"] for e in retries],
             "stderr_reason": reason,
         },
     )

@@ -16,6 +16,7 @@ from consumer.model import ModelError
 from consumer.testing.waiting import free_port
 
 
+@pytest.mark.usefixtures("real_retry_waits")  # readiness is probed while the model retries
 async def test_unreachable_model_keeps_readiness_false_then_fails(
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -50,6 +51,7 @@ async def test_unreachable_model_keeps_readiness_false_then_fails(
     assert any(e["event"] == "model_load_retry" for e in logs)
 
 
+@pytest.mark.usefixtures("real_retry_waits")  # the model must still be loading at the stop
 async def test_stop_while_the_model_loads_exits_zero(
     make_settings: Callable[..., Settings],
 ) -> None:

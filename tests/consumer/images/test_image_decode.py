@@ -14,7 +14,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
-from consumer.images import INPUT_SIZE, ImageError, decode_image
+from consumer.images import INPUT_SIZE, ImageDecoder, ImageError, decode_image
 from consumer.images.decode import sniff_format, to_rgb
 from schemas import ErrorCode
 
@@ -550,3 +550,112 @@ def test_pillow_bomb_error_is_reported_as_too_large(monkeypatch: pytest.MonkeyPa
     data = encode(Image.new("RGB", (40, 40), BLUE), "PNG")
     error = expect_error(data, ErrorCode.TOO_LARGE, max_pixels=10_000)
     assert "1600" in error.message
+
+
+# --- large images: band-wise reduction and the cost estimate ------------------------------------
+
+
+def direct_resize(img: Image.Image) -> NDArray[np.int16]:
+    """What a plain full-size conversion and resize gives, for comparison."""
+    rgb = img.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.int16)
+
+
+def test_a_large_image_is_shrunk_in_bands_like_a_direct_resize() -> None:
+    # Stripes of 37 rows (not a multiple of the band height or the factor) and a gradient.
+    size = (3100, 2300)
+    rows = (np.arange(size[1])[:, None] // 37 % 2) * 200
+    cols = np.linspace(0, 55, size[0])[None, :]
+    grey = (rows + cols).astype(np.uint8)
+    img = Image.fromarray(np.stack([grey, 255 - grey, grey // 2], axis=-1))
+    out = decode(encode(img, "PNG")).astype(np.int16)
+    assert float(np.abs(out - direct_resize(img)).mean()) < 3.0
+
+
+def test_bands_of_a_wide_image_land_in_their_rows() -> None:
+    img = Image.new("RGB", (9000, 1400), BLUE)
+    img.paste(RED, (0, 0, 9000, 700))  # top half red: a band per few hundred rows
+    out = decode(encode(img, "PNG"))
+    assert_colour(out[:100], RED, 2)
+    assert_colour(out[-100:], BLUE, 2)
+
+
+def test_an_integer_image_is_scaled_by_its_whole_peak_in_every_band() -> None:
+    # Only the bottom rows pass 255: the top bands must be scaled like them (by 1/256).
+    values = np.full((2000, 2000), 25_600, dtype=np.int32)
+    values[1500:] = 51_200
+    img = Image.fromarray(values, mode="I")
+    out = decode(encode(img, "TIFF"))
+    assert_colour(out[:100], (100, 100, 100), 1)
+    assert_colour(out[-30:], (200, 200, 200), 1)
+
+
+def test_a_large_transparent_palette_image_turns_white_in_every_band() -> None:
+    img = Image.new("P", (2600, 2600), 0)
+    img.putpalette([*RED, *BLUE] + [0] * 762)
+    img.paste(1, (0, 1300, 2600, 2600))
+    out = decode(encode(img, "PNG", transparency=0))
+    assert_colour(out[:100], WHITE, 1)
+    assert_colour(out[-100:], BLUE, 1)
+
+
+def test_a_large_image_is_oriented_after_shrinking() -> None:
+    img = split_image((2400, 1600), RED, BLUE)
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = 6  # rotated 90 degrees clockwise when shown
+    out = decode(encode(img, "PNG", exif=exif.tobytes()))
+    # The left half (red) ends up at the top once turned upright.
+    assert_colour(out[:80], RED, 2)
+    assert_colour(out[-80:], BLUE, 2)
+
+
+def png_header(width: int, height: int, colour_type: int, depth: int = 8) -> bytes:
+    """A PNG with its header and (almost) no pixels: what `open` needs to price a decode."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    plte = chunk(b"PLTE", bytes(768)) if colour_type == 3 else b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + plte
+        + chunk(b"IDAT", zlib.compress(b"\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "low", "high"),
+    [
+        # 10,000 x 10,000 true colour: 4 bytes a pixel in Pillow, plus a band and the result.
+        (png_header(10_000, 10_000, 2), 400e6, 460e6),
+        # The same size paletted: 1 byte a pixel.
+        (png_header(10_000, 10_000, 3), 100e6, 160e6),
+        # 16-bit grey: 2 bytes a pixel.
+        (png_header(10_000, 10_000, 0, 16), 200e6, 260e6),
+        # A small photo costs little.
+        (encode(Image.new("RGB", (640, 480), RED), "JPEG"), 0, 8e6),
+    ],
+    ids=["rgb-100mp", "palette-100mp", "grey16-100mp", "jpeg-vga"],
+)
+def test_the_cost_is_known_from_the_header(data: bytes, low: float, high: float) -> None:
+    opened = ImageDecoder(max_pixels=200_000_000).open(data)
+    assert low <= opened.cost_bytes <= high
+
+
+def test_a_large_jpeg_is_priced_at_its_draft_scale() -> None:
+    data = encode(Image.new("RGB", (6000, 4000), RED), "JPEG")
+    opened = ImageDecoder(MAX_PIXELS).open(data)
+    assert (opened.width, opened.height) == (6000, 4000)
+    assert opened.image.size == (750, 500)  # decoded at 1/8 scale
+    assert opened.cost_bytes < 16e6  # not the 96 MB of a full decode
+
+
+def test_webp_is_priced_with_its_decoder_copies() -> None:
+    img = Image.new("RGB", (1000, 1000), RED)
+    png = ImageDecoder(MAX_PIXELS).open(encode(img, "PNG")).cost_bytes
+    webp = ImageDecoder(MAX_PIXELS).open(encode(img, "WEBP")).cost_bytes
+    assert webp - png == 2 * 4 * 1000 * 1000
