@@ -18,6 +18,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from consumer.kafka.delivery import DeliveryFailedError, ExactlyOnceDelivery
+from consumer.kafka.outcome_guard import OutcomeGuard, RecordLimits
 from consumer.kafka.outcomes import Outcome, RecordRef
 from consumer.metrics import Metrics
 
@@ -25,28 +26,33 @@ TP = TopicPartition("images", 0)
 
 
 class FencedProducer:
-    """Takes records into a transaction, then fails it and every record's future, as aiokafka
-    does when a newer producer took the transactional id."""
+    """Takes records into a transaction and fails each of them, then the transaction, as aiokafka
+    does when a newer producer took the transactional id (the broker answers every produce
+    request with InvalidProducerEpoch)."""
 
     def __init__(self) -> None:
         self.sent = 0
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
-        self._acks: list[asyncio.Future[Any]] = []
         yield
-        for ack in self._acks:
-            ack.set_exception(ProducerFenced())
         raise ProducerFenced()
 
     async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
         self.sent += 1
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._acks.append(ack)
+        asyncio.get_running_loop().call_soon(ack.set_exception, ProducerFenced())
         return ack
 
     async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
         return None
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
+
+async def no_topic_is_missing(topic: str) -> bool:
+    return False
 
 
 class AsyncioErrors(logging.Handler):
@@ -61,7 +67,8 @@ class AsyncioErrors(logging.Handler):
 async def test_a_fenced_transaction_fails_every_commit_and_leaves_no_unseen_future() -> None:
     producer = FencedProducer()
     metrics = Metrics()
-    delivery = ExactlyOnceDelivery(producer, "group", metrics)
+    guard = OutcomeGuard(RecordLimits(1_048_576), "dlq", "model", metrics)
+    delivery = ExactlyOnceDelivery(producer, "group", metrics, guard, no_topic_is_missing)
     for offset in range(3):
         delivery.tracker.received(TP, offset)
         await delivery.deliver(Outcome(RecordRef(TP, offset), "results", None, b"{}", "ok"))
