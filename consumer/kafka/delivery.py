@@ -96,15 +96,18 @@ class AtLeastOnceDelivery:
                 if refused.verdict is Verdict.PRODUCER:
                     self._fail(f"{source_of(ref)}: {refused.reason}")
                     return
-                candidate = self._guard.replacement(candidate, refused.verdict, refused.reason)
+                reason = refused.reason
+                candidate = self._guard.replacement(candidate, refused.verdict, reason)
+                if candidate is None:
+                    # Not even a reference can go to the DLQ topic: the configuration is
+                    # broken. The record stays uncommitted and the member stops, rather than
+                    # lose it.
+                    self._fail(f"{source_of(ref)}: no form of its outcome can be written: {reason}")
                 continue
             if acked:
                 self.tracker.finished(ref.tp, ref.offset)
                 self._metrics.count_outcome(candidate.kind)
             return
-        # Not even a reference fits in the DLQ topic: the configuration is broken. The record
-        # stays uncommitted and the member stops, rather than lose it.
-        self._fail(f"{source_of(ref)}: no form of its outcome can be written")
 
     async def _send_until_acked(self, outcome: Outcome) -> bool:
         """True once `outcome` is acknowledged, False if its partition was revoked meanwhile.

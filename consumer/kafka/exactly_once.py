@@ -165,8 +165,10 @@ class ExactlyOnceDelivery:
             if refused.verdict is not Verdict.PRODUCER:
                 stand_in = self._guard.replacement(outcome, refused.verdict, refused.reason)
             if stand_in is None:
-                reason = f"{source_of(outcome.ref)}: {refused.reason}"
-                self._failed = DeliveryFailedError(reason)
+                source, reason = source_of(outcome.ref), refused.reason
+                if refused.verdict is not Verdict.PRODUCER:
+                    reason = f"no form of its outcome can be written: {reason}"
+                self._failed = DeliveryFailedError(f"{source}: {reason}")
                 raise self._failed
             self._ready[outcome.ref.tp][outcome.ref.offset] = stand_in
 
