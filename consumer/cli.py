@@ -15,10 +15,20 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, SettingsError, load_settings
+from consumer.kafka.produce_errors import DeliveryFailedError, describe
+from consumer.kafka.reach import CONNECT_TIMEOUT_S, EXIT_KAFKA_UNAVAILABLE, KafkaUnreachableError
 from consumer.logs import configure_logging
 from consumer.model import ModelError
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_STATUSES = f"""exit status:
+  0    done
+  1    some inputs failed: images not classified (classify), URLs not valid (publish),
+       topics refused (topics create); serve: Kafka refused the member's writes (fenced)
+  2    configuration, usage or model error (one line on stderr says which)
+  {EXIT_KAFKA_UNAVAILABLE}    publish, results, topics create: Kafka cannot be reached (one line on
+       stderr, within {CONNECT_TIMEOUT_S:g} s) or refused the command
+  130  interrupted"""
 _IMPORTED_AT = time.perf_counter()
 
 
@@ -41,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Identify the birds in images: top-3 species per image with Google's AIY "
         "bird classifier. Settings come from BIRDWATCH_* environment variables and .env "
         "(see env.example).",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     classify = sub.add_parser(
@@ -72,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="manage the Kafka topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
-        "create", help="create the input, results and DLQ topics if missing (idempotent)"
+        "create",
+        help="create the input, results and DLQ topics if missing (idempotent)",
+        description="Create BIRDWATCH_INPUT_TOPIC, BIRDWATCH_RESULTS_TOPIC and BIRDWATCH_DLQ_TOPIC "
+        f"if missing. Exit status 1 when the broker refuses some topic, {EXIT_KAFKA_UNAVAILABLE} "
+        "when Kafka cannot be reached.",
     )
     create.add_argument("--partitions", type=_positive, default=6, help="default: 6")
     create.add_argument("--replication-factor", type=_positive, default=1, help="default: 1")
@@ -81,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         "publish",
         help="publish ImageEvents for image URLs to the input topic",
         description="Produce one ImageEvent per URL, with a generated id. Exit status 1 when "
-        "some URL is not a valid http(s) URL (the others are published).",
+        "some URL is not a valid http(s) URL (the others are published), "
+        f"{EXIT_KAFKA_UNAVAILABLE} when Kafka cannot be reached.",
     )
     _add_url_inputs(publish)
     publish.add_argument(
@@ -92,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "results",
         help="print results from the results topic as they arrive",
         description="Follow the results topic (read_committed in exactly_once mode) and print "
-        "each result; stops after --max results or --timeout seconds without a new one.",
+        "each result; stops after --max results or --timeout seconds without a new one. Exit "
+        f"status {EXIT_KAFKA_UNAVAILABLE} when Kafka cannot be reached.",
     )
     results.add_argument(
         "--from-beginning",
@@ -185,12 +203,15 @@ def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"birdwatch: {exc}\n")
         return EXIT_USAGE
-    except KafkaError as exc:
-        structlog.get_logger(__name__).error(
-            "kafka_error", error=type(exc).__name__, detail=str(exc)
-        )
-        sys.stderr.write(f"birdwatch: kafka error: {type(exc).__name__}: {exc}\n")
+    except KafkaUnreachableError as exc:
+        sys.stderr.write(f"birdwatch: {exc}\n")
+        return EXIT_KAFKA_UNAVAILABLE
+    except DeliveryFailedError as exc:  # serve: the member could write nothing more
+        sys.stderr.write(f"birdwatch: kafka error: {describe(exc)}\n")
         return EXIT_SOME_FAILED
+    except KafkaError as exc:
+        sys.stderr.write(f"birdwatch: kafka error: {describe(exc)}\n")
+        return EXIT_KAFKA_UNAVAILABLE
 
 
 def _classify(settings: Settings, args: argparse.Namespace, started: float) -> int:
