@@ -213,3 +213,32 @@ async def test_a_limit_learned_too_late_fails_the_member_and_its_replacement_goe
     failed = [e for e in logs if e["event"] == "delivery_failed"]
     assert len(failed) == 1
     assert any(e["event"] == "topic_limits" for e in logs)
+
+
+async def test_a_record_that_does_not_finish_shows_in_the_age_gauge_not_in_lag(
+    service_setup: ServiceSetupFactory, http_server: LoopbackServer
+) -> None:
+    """A stuck partition is visible in /metrics: the age of its oldest uncommitted record grows
+    while its lag (records not yet read) reads 0."""
+    setup = await service_setup("age", partitions=2)
+    slow = red_image(http_server, "/img/slow.jpg", delay_s=8.0)
+    fast = red_image(http_server, "/img/fast.jpg")
+    settings = setup.settings(summary_interval_s=1, fetch_timeout_s=30)
+    member = await InProcessService.start(settings)
+    try:
+        await wait_until(lambda: len(member.owned) == 2, 30, "both partitions assigned")
+        await setup.produce_events([("slow", slow)], partitions=[1])
+        await setup.produce(new_ids("fast", 5), fast, partitions=[0])
+
+        def lag(partition: int) -> float | None:
+            labels = {"topic": settings.input_topic, "partition": str(partition)}
+            return member.metrics.registry.get_sample_value("birdwatch_consumer_lag", labels)
+
+        async def stuck_shows() -> bool:
+            return (age_gauge(member, 1) or 0) >= 4 and lag(1) == 0 and age_gauge(member, 0) == 0
+
+        await wait_until(stuck_shows, 15, "partition 1's age growing while its lag is 0")
+        await setup.wait_for_results(["slow"], 30)
+        await wait_until(lambda: age_gauge(member, 1) == 0, 10, "partition 1's age back to 0")
+    finally:
+        await member.stop()
