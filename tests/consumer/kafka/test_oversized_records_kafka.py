@@ -186,6 +186,7 @@ async def test_a_limit_learned_too_late_fails_the_member_and_its_replacement_goe
         try:
             await wait_until(lambda: len(first.owned) == 2, 30, "both partitions assigned")
             await create_dlq(setup, 1, SMALL_DLQ_LIMIT)
+            produced_at = time.monotonic()
             await produce_around(setup, url, bad, before, after)
             assert first.task is not None
             await asyncio.wait_for(asyncio.shield(first.task), 60)
@@ -195,12 +196,14 @@ async def test_a_limit_learned_too_late_fails_the_member_and_its_replacement_goe
             pytest.fail("the member went on with a producer that cannot write")
         finally:
             await first.runtime.__aexit__(None, None, None)
+        failed_s = time.monotonic() - produced_at
         assert first.state.failed  # /healthz answers 503
         second = await InProcessService.start(settings)
         try:
             await setup.wait_for_results([*before, *after], 60, "read_committed")
             ends = {0: 11, 1: 10}
             await wait_until(lambda: committed_past_everything(setup, ends), 30, "offsets")
+            recovered_s = time.monotonic() - produced_at
         finally:
             await second.stop()
 
@@ -213,6 +216,17 @@ async def test_a_limit_learned_too_late_fails_the_member_and_its_replacement_goe
     failed = [e for e in logs if e["event"] == "delivery_failed"]
     assert len(failed) == 1
     assert any(e["event"] == "topic_limits" for e in logs)
+    record_figures(
+        "oversized_dlq_copy_limit_learned_late_exactly_once",
+        {
+            "input_record_bytes": len(bad),
+            "dlq_topic_max_message_bytes": SMALL_DLQ_LIMIT,
+            "first_member_failed_after_s": round(failed_s, 2),
+            "replacement_answered_and_committed_after_s": round(recovered_s, 2),
+            "visible_results": len(visible),
+            "failure": failure,
+        },
+    )
 
 
 async def test_a_record_that_does_not_finish_shows_in_the_age_gauge_not_in_lag(
@@ -238,7 +252,12 @@ async def test_a_record_that_does_not_finish_shows_in_the_age_gauge_not_in_lag(
             return (age_gauge(member, 1) or 0) >= 4 and lag(1) == 0 and age_gauge(member, 0) == 0
 
         await wait_until(stuck_shows, 15, "partition 1's age growing while its lag is 0")
+        age_seen = age_gauge(member, 1)
         await setup.wait_for_results(["slow"], 30)
         await wait_until(lambda: age_gauge(member, 1) == 0, 10, "partition 1's age back to 0")
     finally:
         await member.stop()
+    record_figures(
+        "oldest_uncommitted_gauge_slow_record",
+        {"image_delay_s": 8.0, "age_seen_s": round(age_seen or 0, 1), "lag_meanwhile": 0},
+    )
