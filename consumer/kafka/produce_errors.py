@@ -96,8 +96,9 @@ def describe(exc: BaseException) -> str:
     """A one-line reason: the error type and aiokafka's message, if it says more."""
     name = type(exc).__name__
     text = " ".join(str(exc).split())
-    # Broker errors read "[Error 10] MessageSizeTooLargeError: <message>": name them once.
-    text = re.sub(rf"^\[Error -?\d+\] {re.escape(name)}:? ?", "", text)
+    # aiokafka's errors name themselves ("[Error 10] MessageSizeTooLargeError: <message>",
+    # "DeliveryFailedError: <message>"): name them once.
+    text = re.sub(rf"^(\[Error -?\d+\] )?{re.escape(name)}(: |:$|$)", "", text)
     return f"{name}: {text}"[:500] if text and text != name else name
 
 

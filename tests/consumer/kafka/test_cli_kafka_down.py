@@ -138,3 +138,30 @@ async def test_a_started_client_is_stopped_whatever_happens() -> None:
         async with started(refused, "b:9092"):
             pass
     assert refused.stopped == 1
+
+
+async def test_other_kafka_errors_are_one_line_too(
+    nobody_listening: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    from consumer.kafka import serve, topics
+    from consumer.kafka.produce_errors import DeliveryFailedError
+
+    async def refused(*_: object) -> int:
+        raise TopicAuthorizationFailedError("bird-images")
+
+    async def fenced(*_: object) -> int:
+        raise DeliveryFailedError("images/0/5: ProducerFenced")
+
+    monkeypatch.setattr(topics, "create_topics", refused)
+    monkeypatch.setattr(serve, "run_serve", fenced)
+    assert await asyncio.to_thread(cli.main, ["topics", "create"]) == EXIT_KAFKA_UNAVAILABLE
+    _, err = capsys.readouterr()
+    assert err == "birdwatch: kafka error: TopicAuthorizationFailedError: bird-images\n"
+    # serve's own status for a member that could write nothing more stays 1.
+    assert await asyncio.to_thread(cli.main, ["serve"]) == 1
+    _, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "birdwatch: kafka error: DeliveryFailedError: images/0/5: ProducerFenced"
+    ]
