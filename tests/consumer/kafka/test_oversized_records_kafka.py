@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +24,7 @@ from tests.conftest import LoopbackServer
 from tests.consumer.service_support import ServiceSetup, ServiceSetupFactory, new_ids, red_image
 from tests.kafka_support import (
     InProcessService,
+    ServeProcess,
     committed_offsets,
     create_topics,
     event_value,
@@ -260,4 +262,37 @@ async def test_a_record_that_does_not_finish_shows_in_the_age_gauge_not_in_lag(
     record_figures(
         "oldest_uncommitted_gauge_slow_record",
         {"image_delay_s": 8.0, "age_seen_s": round(age_seen or 0, 1), "lag_meanwhile": 0},
+    )
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+async def test_sigterm_after_an_oversized_record_is_prompt(
+    guarantee: str, service_setup: ServiceSetupFactory, http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """`birdwatch serve` itself, stopped by SIGTERM once the ~1 MB record went by: exit 0 well
+    within the shutdown timeout, nothing left unfinished."""
+    setup = await service_setup(f"term-{guarantee[:3]}", partitions=2)
+    url = red_image(http_server)
+    before, after = new_ids("before", 5), new_ids("after", 5)
+    env = setup.serve_env(
+        processing_guarantee=guarantee, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, summary_interval_s=1
+    )
+    member = ServeProcess(env, tmp_path / "serve.log")
+    try:
+        await member.wait_ready()
+        await produce_around(setup, url, no_id_record(MIB - 200), before, after)
+        isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
+        await setup.wait_for_results([*before, *after], 60, isolation)
+        sent_at = time.monotonic()
+        assert await member.terminate(timeout_s=SHUTDOWN_TIMEOUT_S + 30) == 0
+        exit_s = time.monotonic() - sent_at
+    finally:
+        member.close()
+    [done] = member.log_events("shutdown_done")
+    assert done["unfinished"] == 0
+    assert exit_s < SHUTDOWN_TIMEOUT_S
+    [replaced] = member.log_events("outcome_replaced")
+    assert replaced["replaced_by"] == "truncated"
+    record_figures(
+        f"oversized_dlq_copy_sigterm_{guarantee}", {"sigterm_to_exit_s": round(exit_s, 2)}
     )
