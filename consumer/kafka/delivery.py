@@ -33,6 +33,7 @@ from consumer.kafka.produce_errors import (
     TopicMissing,
     Verdict,
     describe,
+    log_refusal,
     verdict_on,
 )
 from consumer.metrics import Metrics
@@ -94,6 +95,7 @@ class AtLeastOnceDelivery:
                 acked = await self._send_until_acked(candidate)
             except Refused as refused:
                 if refused.verdict is Verdict.PRODUCER:
+                    log_refusal(candidate, refused.reason)
                     self._fail(f"{source_of(ref)}: {refused.reason}")
                     return
                 reason = refused.reason

@@ -23,6 +23,7 @@ from consumer.kafka.produce_errors import (
     TopicMissing,
     Verdict,
     describe,
+    log_refusal,
     verdict_on,
 )
 from consumer.metrics import Metrics
@@ -156,7 +157,9 @@ class ExactlyOnceDelivery:
                     [outcome], Verdict.PRODUCER, f"refused by the broker: {describe(exc)}"
                 )
         if failures:
-            raise failures[0][1]
+            # A producer that can write nothing more outranks a transient failure.
+            fatal = [exc for _, exc in failures if isinstance(exc, PRODUCER_ERRORS)]
+            raise (fatal or [failures[0][1]])[0]
 
     def _replace(self, refused: Refused) -> None:
         """Put stand-ins for refused outcomes in their place; fail when none is left."""
@@ -166,7 +169,9 @@ class ExactlyOnceDelivery:
                 stand_in = self._guard.replacement(outcome, refused.verdict, refused.reason)
             if stand_in is None:
                 source, reason = source_of(outcome.ref), refused.reason
-                if refused.verdict is not Verdict.PRODUCER:
+                if refused.verdict is Verdict.PRODUCER:
+                    log_refusal(outcome, reason)
+                else:
                     reason = f"no form of its outcome can be written: {reason}"
                 self._failed = DeliveryFailedError(f"{source}: {reason}")
                 raise self._failed

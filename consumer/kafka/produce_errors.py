@@ -13,6 +13,7 @@ import re
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
+import structlog
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     CorruptRecordException,
@@ -37,6 +38,8 @@ from aiokafka.errors import (
 
 from consumer.kafka.clients import GroupConsumer
 from consumer.kafka.outcomes import Outcome
+
+log = structlog.get_logger(__name__)
 
 
 class Verdict(Enum):
@@ -136,3 +139,15 @@ async def verdict_on(exc: BaseException, topic: str, topic_missing: TopicMissing
     """`classify`, asking the broker whether `topic` exists when Kafka says it does not."""
     missing = isinstance(exc, UnknownTopicOrPartitionError) and await topic_missing(topic)
     return classify(exc, topic_missing=missing)
+
+
+def log_refusal(outcome: Outcome, reason: str) -> None:
+    """Log, once, that Kafka refused `outcome` in a way that stops the member."""
+    log.error(
+        "outcome_refused",
+        topic=outcome.ref.tp.topic,
+        partition=outcome.ref.tp.partition,
+        offset=outcome.ref.offset,
+        destination=outcome.topic,
+        reason=reason,
+    )

@@ -270,9 +270,12 @@ async def test_a_broken_producer_fails_the_member_after_committing_what_is_done(
         return ("ack", OutOfOrderSequenceNumber()) if record.key == b"id-1-0" else None
 
     m = member(False, StandInProducer(answer))
-    await deliver_all(m, [result_of(P0, 0), result_of(P1, 0)])
-    with pytest.raises(DeliveryFailedError, match="OutOfOrderSequenceNumber"):
+    with capture_logs() as logs:
+        await deliver_all(m, [result_of(P0, 0), result_of(P1, 0)])
+    with pytest.raises(DeliveryFailedError, match="images/1/0: OutOfOrderSequenceNumber"):
         await m.delivery.commit()
+    [refused] = [e for e in logs if e["event"] == "outcome_refused"]
+    assert (refused["partition"], refused["offset"], refused["destination"]) == (1, 0, "results")
     assert committed(m) == {P0: 1, P1: 0}  # not past the record whose result failed
     assert [s.key for s in m.producer.sent].count(b"id-1-0") == 1  # not resent
 
@@ -314,8 +317,14 @@ async def test_a_record_the_broker_refuses_aborts_the_transaction_instead_of_los
 
     m = member(True, StandInProducer(answer))
     await deliver_all(m, [result_of(P0, 0), result_of(P0, 1), result_of(P1, 0)])
-    with pytest.raises(DeliveryFailedError, match="images/0/1: refused by the broker"):
+    with (
+        capture_logs() as logs,
+        pytest.raises(DeliveryFailedError, match="images/0/1: refused by the broker"),
+    ):
         await m.delivery.commit()
+    [refused] = [e for e in logs if e["event"] == "outcome_refused"]
+    assert (refused["topic"], refused["partition"], refused["offset"]) == ("images", 0, 1)
+    assert refused["reason"] == "refused by the broker: MessageSizeTooLargeError"
     assert m.producer.committed == []
     assert m.producer.aborted == 1
     assert m.metrics.outcomes_total == 0

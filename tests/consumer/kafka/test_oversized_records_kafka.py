@@ -217,6 +217,9 @@ async def test_a_limit_learned_too_late_fails_the_member_and_its_replacement_goe
     assert dict(copy.headers)[DLQ_FORM_HEADER] == b"truncated"
     failed = [e for e in logs if e["event"] == "delivery_failed"]
     assert len(failed) == 1
+    [refused] = [e for e in logs if e["event"] == "outcome_refused"]
+    assert (refused["topic"], refused["partition"], refused["offset"]) == (setup.names.input, 0, 5)
+    assert refused["destination"] == setup.names.dlq
     assert any(e["event"] == "topic_limits" for e in logs)
     record_figures(
         "oversized_dlq_copy_limit_learned_late_exactly_once",
