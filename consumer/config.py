@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BIRDWATCH_"
@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     revoke_timeout_s: PositiveFloat = 10.0
     commit_interval_ms: PositiveInt = 200
     session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100)] = Field(
+        default=1000,
+        description="How often a member heartbeats; members learn of a rebalance at their next "
+        "heartbeat, so this bounds how long a join or a leave waits for the others. Below the "
+        "session timeout.",
+    )
     transaction_timeout_ms: Annotated[int, Field(ge=1000)] = 20_000
     summary_interval_s: PositiveFloat = 30.0
     http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
@@ -104,6 +110,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("heartbeat_interval_ms")
+    @classmethod
+    def _below_session_timeout(cls, value: int, info: ValidationInfo) -> int:
+        session = info.data.get("session_timeout_ms")
+        if session is not None and value >= session:
+            raise ValueError(f"must be below BIRDWATCH_SESSION_TIMEOUT_MS ({session})")
+        return value
 
     @property
     def cache_path(self) -> Path | None:

@@ -23,6 +23,7 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from consumer.config import ProcessingGuarantee, Settings
+from consumer.kafka.membership import AiokafkaGroupSession, GroupSession
 
 # The result producer's limits (aiokafka's defaults, named so the outcome guard uses the same):
 # the largest record it sends, and the batch that small records share.
@@ -102,10 +103,12 @@ class TopicAdmin(Protocol):
 
 @dataclass(frozen=True)
 class KafkaClients:
-    """Factories of the member's clients, called with aiokafka's keyword arguments."""
+    """Factories of the member's clients, called with aiokafka's keyword arguments, and of the
+    group session (leaving the group) over the consumer made."""
 
     consumer: Callable[..., GroupConsumer] = AIOKafkaConsumer
     producer: Callable[..., Producer] = AIOKafkaProducer
+    group_session: Callable[[GroupConsumer], GroupSession] = AiokafkaGroupSession
     admin: Callable[..., TopicAdmin] = AIOKafkaAdminClient
 
 
@@ -140,7 +143,8 @@ def member_options(settings: Settings) -> dict[str, Any]:
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed" if eos else "read_uncommitted",
         "session_timeout_ms": settings.session_timeout_ms,
-        "heartbeat_interval_ms": max(500, settings.session_timeout_ms // 4),
+        # Members learn of a rebalance at their next heartbeat: this bounds each handover.
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "rebalance_timeout_ms": rebalance_ms,
         "request_timeout_ms": max(40_000, rebalance_ms + 5_000),
         "client_id": f"birdwatch-{settings.instance_id or socket.gethostname()}",

@@ -85,6 +85,15 @@ class OffsetTracker(Generic[P]):
             return 0.0
         return max(0.0, self._clock() - state.uncommitted[0][1])
 
+    def committed_offsets(self, partitions: Iterable[P]) -> dict[P, int]:
+        """The offsets last handed out for commit (and marked committed) of `partitions`."""
+        out: dict[P, int] = {}
+        for partition in partitions:
+            state = self._parts.get(partition)
+            if state is not None and state.committed is not None:
+                out[partition] = state.committed
+        return out
+
     def forget(self, partitions: Iterable[P]) -> None:
         """Drop all state of partitions this consumer no longer owns."""
         for partition in partitions:

@@ -34,7 +34,9 @@ from consumer.kafka.delivery import (
     DeliveryFailedError,
     ExactlyOnceDelivery,
 )
+from consumer.kafka.handover import wait_offsets_visible
 from consumer.kafka.lag import forget_lag, measure_lag, measure_record_ages
+from consumer.kafka.membership import leave_group
 from consumer.kafka.outcome_guard import OutcomeGuard, RecordLimits
 from consumer.kafka.outcomes import RecordRef, invalid_outcome, result_outcome
 from consumer.kafka.produce_errors import missing_topics_via
@@ -47,10 +49,17 @@ from schemas import InvalidEventError, PredictionResult, parse_event
 
 log = structlog.get_logger(__name__)
 
+# Bounds of the two handover steps of a graceful stop; both take milliseconds when the broker
+# answers. Drain + these stay within the pod's terminationGracePeriodSeconds (docs/OPERATIONS.md).
+LEAVE_TIMEOUT_S = 5.0
+OFFSETS_VISIBLE_TIMEOUT_S = 5.0
+
 
 @dataclass
 class ServiceState:
-    """What the health and readiness endpoints report."""
+    """What the health and readiness endpoints report. `joined`: the member has its
+    assignment (false from a rebalance's revoke until the next assignment); `running`: from the
+    start until a shutdown begins."""
 
     model_loaded: bool = False
     joined: bool = False
@@ -94,6 +103,7 @@ class KafkaService:
         self._failure: DeliveryFailedError | None = None
         self._clients = clients = clients or KafkaClients()
         self.consumer = clients.consumer(**member_options(settings))
+        self._group = clients.group_session(self.consumer)
         self.producer = clients.producer(**result_producer_options(settings))
         limits = RecordLimits(PRODUCER_MAX_REQUEST_BYTES)
         self.guard = OutcomeGuard(limits, settings.dlq_topic, model.name, metrics)
@@ -128,7 +138,10 @@ class KafkaService:
         self.state.running = True
 
     async def close(self) -> None:
-        """Release the clients when `run` never ran."""
+        """Release the clients when `run` never ran (a stop while starting): a member that got
+        as far as joining leaves, so its partitions do not wait for the session timeout."""
+        self.state.running = False
+        await leave_group(self._group, "birdwatch stopped while starting", LEAVE_TIMEOUT_S)
         await self.pipeline.close()
         await self.producer.stop()
         await self.consumer.stop()
@@ -158,7 +171,10 @@ class KafkaService:
         return self.delivery.tracker.unfinished() + self.delivery.pending()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Drain, commit, make the offsets visible, leave the group, then close: the partitions
+        move to the other members as soon as the work is committed, not at a session timeout."""
         started = time.monotonic()
+        self.state.running = False  # not ready any more: this member is going away
         log.info("shutdown_started", in_flight=self.delivery.tracker.unfinished())
         with contextlib.suppress(Exception):
             self.consumer.pause(*self.consumer.assignment())
@@ -169,12 +185,14 @@ class KafkaService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._commit()
+        await self._wait_offsets_visible(self._owned)
         left = self.delivery.tracker.unfinished()
+        await leave_group(self._group, "birdwatch shutdown", LEAVE_TIMEOUT_S)
+        self.state.joined = False
         await self.pipeline.close()
         await self.delivery.close()
         await self.producer.stop()
         await self.consumer.stop()
-        self.state.running = False
         log.info("shutdown_done", unfinished=left, seconds=round(time.monotonic() - started, 3))
 
     # --- intake --------------------------------------------------------------------------
@@ -246,12 +264,22 @@ class KafkaService:
             partitions=_names(revoked),
             in_flight=self.delivery.tracker.unfinished(revoked),
         )
+        self.state.joined = False  # until the rebalance hands out the partitions again
         await self._wait_finished(revoked, self.settings.revoke_timeout_s)
         await self._commit()
+        await self._wait_offsets_visible(revoked)
         # Whatever is still in flight for them is dropped: their next owner redoes it.
         self.delivery.forget(revoked)
         self._owned -= revoked
         forget_lag(self.metrics, revoked)
+
+    async def _wait_offsets_visible(self, partitions: set[TopicPartition]) -> None:
+        """Exactly-once: before the partitions go to another member, wait until the offsets of
+        our last transaction are what the group reports (see consumer.kafka.handover)."""
+        if self.settings.processing_guarantee is not ProcessingGuarantee.EXACTLY_ONCE:
+            return  # an OffsetCommit is visible once answered
+        expected = self.delivery.tracker.committed_offsets(partitions)
+        await wait_offsets_visible(self.consumer.committed, expected, OFFSETS_VISIBLE_TIMEOUT_S)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._owned |= assigned

@@ -73,3 +73,11 @@ def test_password_is_not_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -
     assert "hunter2-secret" not in repr(s)
     assert s.kafka_sasl_password is not None
     assert s.kafka_sasl_password.get_secret_value() == "hunter2-secret"
+
+
+def test_the_heartbeat_must_be_below_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().heartbeat_interval_ms == 1000
+    monkeypatch.setenv("BIRDWATCH_SESSION_TIMEOUT_MS", "6000")
+    monkeypatch.setenv("BIRDWATCH_HEARTBEAT_INTERVAL_MS", "6000")
+    with pytest.raises(SettingsError, match=r"BIRDWATCH_HEARTBEAT_INTERVAL_MS: .*below"):
+        load_settings()

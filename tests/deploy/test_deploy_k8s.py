@@ -213,8 +213,11 @@ def test_startup_probe_outlasts_the_model_load(rendered, overlay, monkeypatch) -
 
 @app_overlays
 def test_grace_period_outlasts_the_shutdown_drain(rendered, overlay, monkeypatch) -> None:
+    from consumer.kafka.service import LEAVE_TIMEOUT_S, OFFSETS_VISIBLE_TIMEOUT_S
+
     grace = pod_spec(rendered[overlay])["terminationGracePeriodSeconds"]
-    assert grace > settings_of(rendered[overlay], monkeypatch).shutdown_timeout_s
+    drain = settings_of(rendered[overlay], monkeypatch).shutdown_timeout_s
+    assert grace > drain + OFFSETS_VISIBLE_TIMEOUT_S + LEAVE_TIMEOUT_S
 
 
 @app_overlays
