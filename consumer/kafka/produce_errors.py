@@ -31,6 +31,7 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
+    UnknownError,
     UnknownProducerId,
     UnknownTopicOrPartitionError,
     UnsupportedForMessageFormatError,
@@ -51,9 +52,12 @@ class Verdict(Enum):
     PRODUCER = "producer"  # this producer can write nothing more: the member must restart
 
 
-# The record itself is refused, wherever it goes.
+# The record itself is refused, wherever it goes. UnknownError is what aiokafka makes of codes
+# it does not know, INVALID_RECORD (87) among them (e.g. a record without a key sent to a
+# compacted topic); the Java client does not retry an unknown server error either.
 _RECORD_ERRORS: tuple[type[BaseException], ...] = (
     MessageSizeTooLargeError,
+    UnknownError,
     RecordTooLargeError,
     RecordListTooLargeError,
     CorruptRecordException,

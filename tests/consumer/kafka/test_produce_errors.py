@@ -24,6 +24,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
     UnknownTopicOrPartitionError,
+    for_code,
 )
 
 from consumer.kafka.produce_errors import (
@@ -52,6 +53,7 @@ from consumer.kafka.produce_errors import (
         (RecordListTooLargeError(), Verdict.RECORD),
         (CorruptRecordException(), Verdict.RECORD),
         (InvalidTimestampError(), Verdict.RECORD),
+        (for_code(87)(), Verdict.RECORD),  # INVALID_RECORD, unknown to aiokafka
         # The topic takes nothing from us.
         (TopicAuthorizationFailedError("bird-predictions"), Verdict.DESTINATION),
         (InvalidTopicError(), Verdict.DESTINATION),
