@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.birdwatch-installed
 
-.PHONY: venv test lint typecheck check classify clean
+.PHONY: venv test test-fast lint typecheck check classify clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ typecheck: venv
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term
+
+# The inner loop (about a minute): no broker, no Java, no TensorFlow import (tests/conftest.py).
+test-fast: venv
+	$(BIN)/pytest --fast -q
 
 classify: venv
 	$(BIN)/birdwatch classify

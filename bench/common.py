@@ -15,6 +15,7 @@ from typing import Any, Literal
 from bench.inputs import Models, PhotoSet
 from bench.netsim import LinkProfile
 from bench.procs import load_average
+from bench.records import Machine
 
 Backend = Literal["litert", "tensorflow"]
 BACKENDS: tuple[Backend, ...] = ("litert", "tensorflow")
@@ -81,7 +82,7 @@ class BenchContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def machine() -> dict[str, Any]:
+def machine() -> Machine:
     """The machine and the versions a result was measured with."""
     cpu = "unknown"
     try:
@@ -99,18 +100,18 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             return None
 
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": cpu,
-        "memory_gib": round(mem_kib / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_average": load_average(),
-        "versions": {
+    return Machine(
+        cpus=os.cpu_count(),
+        cpu_model=cpu,
+        memory_gib=round(mem_kib / 2**20, 1),
+        kernel=platform.release(),
+        python=platform.python_version(),
+        load_average=load_average(),
+        versions={
             d: version(d)
             for d in ("tensorflow", "ai-edge-litert", "pillow", "numpy", "aiohttp", "aiokafka")
         },
-    }
+    )
 
 
 def clean_json(value: Any) -> Any:

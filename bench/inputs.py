@@ -22,11 +22,8 @@ and returns probabilities, packed as a TF Hub-style `.tar.gz` (files at the arch
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import subprocess
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from bench.paths import DATA_DIR, OUT_DIR, PYTHON, REAL_LABELS, REAL_TFLITE, REPO
+from consumer.testing.archives import write_tar_gz
 
 SKIPPED_SOURCES = ("segmentation",)
 SOURCE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -177,28 +175,6 @@ def write_standin_archive(
         export = Path(tmp) / "model"
         tf.saved_model.save(module, str(export), signatures={"serving_default": serve})
         write_tar_gz(export, path)
-
-
-def write_tar_gz(source: Path, path: Path, member_prefix: str = "") -> None:
-    """Pack the contents of `source` at the archive root, reproducibly (as TF Hub serves them);
-    each member's name starts with `member_prefix` ("./" as `tar -C source .` writes them)."""
-
-    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        return info
-
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for item in sorted(source.rglob("*"), key=lambda p: p.relative_to(source).parts):
-            name = member_prefix + item.relative_to(source).as_posix()
-            tar.add(item, arcname=name, recursive=False, filter=normalise)
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write(buffer.getvalue())
-    tmp.replace(path)
 
 
 def ensure_standin(out_dir: Path) -> Path:

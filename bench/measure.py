@@ -17,7 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import Backend, Site, Size
 from bench.paths import PYTHON, REPO
+from bench.records import Ceiling, CriticalPath, scaled
 
 _STARTUP_PROBE = "import consumer.cli, consumer.classify"
 
@@ -119,7 +121,7 @@ def critical_path(
     loading: dict[str, float],
     image_path: float,
     inference: float,
-) -> dict[str, Any]:
+) -> CriticalPath:
     """The shortest a cold run can take, given its parts: start-up, then the model path and the
     image path side by side, then one inference. `loading` holds import_s, load_s, warmup_s."""
     after_fetch = loading["load_s"] + loading["warmup_s"]
@@ -128,15 +130,53 @@ def critical_path(
         model_path = max(fetch, loading["import_s"]) + after_fetch
     else:
         model_path = fetch + loading["import_s"] + after_fetch
-    return {
-        "startup_s": startup,
-        "model_path_s": model_path,
-        "image_path_s": image_path,
-        "inference_s": inference,
-        "total_s": startup + max(model_path, image_path) + inference,
-        "bound_by": "model" if model_path >= image_path else "images",
-    }
+    return CriticalPath(
+        startup_s=startup,
+        model_path_s=model_path,
+        image_path_s=image_path,
+        inference_s=inference,
+        total_s=startup + max(model_path, image_path) + inference,
+        bound_by="model" if model_path >= image_path else "images",
+    )
 
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+async def measure_ceiling(
+    site: Site, backend: Backend, env: Mapping[str, str], size: Size, seconds: float
+) -> Ceiling:
+    """Decode and inference throughput alone, with the thread counts `env` sets."""
+    cores = cpu_count()
+    decode_threads = int(env.get("BIRDWATCH_DECODE_THREADS", cores))
+    infer_threads = int(env.get("BIRDWATCH_INFERENCE_THREADS", cores))
+    files = site.photos.large if size == "large" else site.photos.small
+    dec = (await decode_rate(files, "draft", decode_threads, seconds))["images_per_s"]["median"]
+    inf = await load_and_infer(
+        backend,
+        site.model_file(backend),
+        infer_threads,
+        (1, 8, 32),
+        seconds,
+        env={k: v for k, v in env.items() if k.startswith("TF_")},
+    )
+    best = max(v["median"] for v in inf["inference"].values())
+    return Ceiling(decode=dec, inference=best, min=min(dec, best), shared=1 / (1 / dec + 1 / best))
+
+
+def mean_ceiling(before: Ceiling, after: Ceiling) -> Ceiling:
+    """The mean of two ceilings (measured before and after a burst), keeping both."""
+    keys = ("decode", "inference", "min", "shared")
+
+    def mean(key: str) -> float:
+        return (scaled(getattr(before, key), 1) + scaled(getattr(after, key), 1)) / 2
+
+    return Ceiling(
+        decode=mean("decode"),
+        inference=mean("inference"),
+        min=mean("min"),
+        shared=mean("shared"),
+        before={k: getattr(before, k) for k in keys},
+        after={k: getattr(after, k) for k in keys},
+    )

@@ -32,9 +32,11 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from bench.kafka import create_topics, kafka_broker, wait_until
 from bench.paths import OUT_DIR
 from consumer.kafka.membership import AiokafkaGroupSession, leave_group
+from consumer.testing.broker import kafka_broker
+from consumer.testing.topics import create_topics
+from consumer.testing.waiting import wait_until
 
 PARTITIONS = 6
 CASES = (
@@ -253,7 +255,7 @@ async def _member_forever(group: Group, instance_id: str | None, log: Path) -> N
 
 async def main_async(args: argparse.Namespace) -> list[Outcome]:
     outcomes = []
-    with kafka_broker(args.bootstrap) as bootstrap:
+    with kafka_broker(args.bootstrap or "") as bootstrap:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         for heartbeat_ms in args.heartbeat_ms:
             for case in args.cases:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.procs import pin_to
+from consumer.testing.serve import pin_to
 
 DEFAULT_LATENCY_S = 0.050
 DEFAULT_BANDWIDTH_BPS = 100e6

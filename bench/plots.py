@@ -12,6 +12,13 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from bench.records import (
+    SizeFigures,
+    cold_ratios,
+    limits_critical_paths,
+    scaled,
+    stream_variants,
+)
 from bench.stats import STAGES
 
 _COLORS = {
@@ -50,11 +57,13 @@ def plot_cold(result: dict[str, Any], path: Path, limits: dict[str, Any] | None 
     for i, m in enumerate(med):
         ax.text(m, i, f"  {m:.2f} s", va="center")
     totals: dict[str, float] = {}
-    for backend, entry in result.get("ratios", {}).items():
-        if "critical_path" in entry:  # measured in the same rounds
-            totals[backend] = entry["critical_path"]["total_s"]["median"]
-        elif limits is not None and backend in limits.get("critical_path", {}):
-            totals[backend] = limits["critical_path"][backend]["total_s"]
+    limits_paths = limits_critical_paths(limits)
+    for backend, entry in cold_ratios(result).items():
+        paired = entry.path_total()
+        if paired is not None and paired.median is not None:  # measured in the same rounds
+            totals[backend] = paired.median
+        elif backend in limits_paths:
+            totals[backend] = limits_paths[backend].total_s
     for backend, total in totals.items():
         name = f"birdwatch-{backend}"
         if name in names:
@@ -116,18 +125,19 @@ def plot_limits(result: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _latency_panel(ax: Axes, data: dict[str, Any], title: str) -> None:
-    loads = [int(k) for k in data["loads"]]
+def _latency_panel(ax: Axes, data: SizeFigures, title: str) -> None:
+    loads = [int(k) for k in data.loads]
+    phases = [data.loads[str(k)] for k in loads]
     for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
         ax.plot(
             loads,
-            [data["loads"][str(k)]["latency_s"][q] * 1000 for k in loads],
+            [scaled(getattr(p.latency_s, q)) for p in phases],
             style,
             marker="o",
             label=q,
             color="#3a7ec2",
         )
-    bound = [data["loads"][str(k)]["p99_bound_s"] * 1000 for k in loads]
+    bound = [scaled(p.p99_bound_s) for p in phases]
     ax.plot(loads, bound, color="black", linestyle="-.", marker="x", linewidth=1, label="p99 bound")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("load, % of capacity")
@@ -137,12 +147,11 @@ def _latency_panel(ax: Axes, data: dict[str, Any], title: str) -> None:
 
 
 def plot_stream(result: dict[str, Any], path: Path) -> Path:
-    base = {n: v for n, v in result["variants"].items() if not v["env"]}
-    panels = [(b, s) for b, per in base.items() for s in ("large", "small") if s in per]
+    base = {n: v for n, v in stream_variants(result).items() if not v.env}
+    panels = [(b, s, f) for b, v in base.items() for s, f in v.sizes()]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
-    for ax, (backend, size) in zip(axes[0], panels, strict=True):
-        data = base[backend][size]
-        cap = data["capacity"]["sustained_per_s"]
+    for ax, (backend, size, data) in zip(axes[0], panels, strict=True):
+        cap = scaled(data.capacity.sustained_per_s, 1)
         _latency_panel(ax, data, f"{backend}, {size}: capacity {cap:.0f}/s")
     axes[0][0].legend(fontsize=8)
     return _save(fig, path)
@@ -152,12 +161,12 @@ def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
     """Mean seconds per image in each stage at one load, per backend and size."""
     colors = ("#deebf7", "#9ecae1", "#c6dbef", "#3a7ec2", "#fdae6b", "#e07b39")
     rows, values = [], []
-    for backend, per in result["variants"].items():
-        for size in ("large", "small"):
-            if size in per and load in per[size]["loads"]:
-                st = per[size]["loads"][load]["stages"]
+    for backend, variant in stream_variants(result).items():
+        for size, figures in variant.sizes():
+            if load in figures.loads:
+                phase = figures.loads[load]
                 rows.append(f"{backend}\n{size}")
-                values.append([st.get(s, {}).get("mean", 0.0) * 1000 for s in STAGES])
+                values.append([(phase.stage_mean(s) or 0.0) * 1000 for s in STAGES])
     fig, ax = plt.subplots(figsize=(7.5, 0.7 * max(1, len(rows)) + 1.4))
     lefts = [0.0] * len(rows)
     for i, (stage, color) in enumerate(zip(STAGES, colors, strict=True)):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -44,17 +43,6 @@ def cpu_seconds(pid: int) -> float | None:
         return parse_stat_cpu_s(Path(f"/proc/{pid}/stat").read_text())
     except (OSError, IndexError, ValueError):
         return None
-
-
-def pin_to(cpu: int | None) -> Callable[[], None] | None:
-    """A `preexec_fn` pinning the child (and all its threads) to one CPU, or None."""
-    if cpu is None:
-        return None
-
-    def pin() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return pin
 
 
 def load_average() -> tuple[float, float, float]:

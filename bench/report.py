@@ -12,194 +12,40 @@ from typing import Any
 
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
+from bench.records import RunInfo, SizeFigures, scaled, stream_variants
+from bench.report_cold import DASH, cell, cold_tables, limits_tables, markdown_table
 from bench.scenarios.memory import undecoded
 from bench.stats import STAGES
 from bench.targets import all_checks
 
-DASH = "\u2013"
 
-
-def _range(s: dict[str, Any], digits: int = 2, unit: str = "") -> str:
-    return (
-        f"{fmt(s['median'], digits)}{unit} ({fmt(s['min'], digits)}{DASH}{fmt(s['max'], digits)})"
-    )
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def cold_tables(cold: dict[str, Any]) -> list[str]:
-    rows = [
-        [name, _range(v["wall_s"], unit=" s"), str(v["wall_s"]["n"])]
-        for name, v in cold["variants"].items()
-    ]
-    out = _table(["variant", f"wall time, median (min{DASH}max)", "runs"], rows)
-    rows = []
-    for backend, r in cold["ratios"].items():
-        cp = r.get("critical_path", {})
-        rows.append(
-            [
-                f"birdwatch-{backend}",
-                _range(r["vs_original"], 1, "x") if "vs_original" in r else "-",
-                _range(r["vs_same_backend"], 1, "x") if "vs_same_backend" in r else "-",
-                _range(cp["total_s"], unit=" s") if cp else "-",
-                _range(r["vs_critical_path"]) if "vs_critical_path" in r else "-",
-            ]
-        )
-    out += [
-        "",
-        *_table(
-            [
-                "ours",
-                "speed-up vs original (naive TF)",
-                "vs naive, same backend",
-                "critical path",
-                "wall / critical path",
-            ],
-            rows,
-        ),
-    ]
-    rows = []
-    for backend, r in cold["ratios"].items():
-        cp = r.get("critical_path")
-        if cp:
-            rows.append(
-                [backend]
-                + [
-                    fmt(cp[k]["median"], 3)
-                    for k in ("startup_s", "model_path_s", "image_path_s", "inference_s")
-                ]
-            )
-    if rows:
-        out += [
-            "",
-            *_table(
-                [
-                    "critical path parts (s, median)",
-                    "start-up",
-                    "model path",
-                    "image path",
-                    "inference",
-                ],
-                rows,
-            ),
-        ]
-    return out
-
-
-def limits_tables(limits: dict[str, Any]) -> list[str]:
-    batches = limits["config"]["batches"]
-    rows = []
-    for backend, per_threads in limits["inference"].items():
-        for threads, per_batch in per_threads.items():
-            rows.append(
-                [backend, threads]
-                + [_range(per_batch[str(b)], 0) if str(b) in per_batch else "-" for b in batches]
-            )
-    out = _table(["inference", "threads", *(f"batch {b} (images/s)" for b in batches)], rows)
-    rows = []
-    for size, variants in limits["decode"].items():
-        for variant in ("draft", "full"):
-            rows.append(
-                [size, f"{fmt(variants['mean_bytes'] / 1e6, 2)} MB", variant]
-                + [_range(v, 0) for v in variants[variant].values()]
-            )
-    threads = list(next(iter(limits["decode"].values()))["draft"])
-    out += [
-        "",
-        *_table(
-            ["decode", "mean size", "variant", *(f"{t} thread(s), images/s" for t in threads)], rows
-        ),
-    ]
-    rows = []
-    for backend, load in limits["model_load"].items():
-        dl = limits["download"][backend]
-        rows.append(
-            [
-                backend,
-                f"{fmt(dl['bytes'] / 2**20, 1)} MiB",
-                _range(dl["fetch_s"], unit=" s"),
-                f"{fmt(dl['ideal_s'])} s",
-                _range(load["import_s"], unit=" s"),
-                _range(load["load_s"], unit=" s"),
-                _range(load["warmup_s"], 3, " s"),
-            ]
-        )
-    out += [
-        "",
-        *_table(
-            ["model", "size", "fetch (+unpack)", "link ideal", "import", "load", "warm-up"], rows
-        ),
-    ]
-    out += [
-        "",
-        f"Start-up (interpreter + Birdwatch imports): {_range(limits['startup_s'], unit=' s')}; "
-        f"image path (5 large photos fetched concurrently, decoded in 2 threads): "
-        f"{_range(limits['image_path_s'], unit=' s')}.",
-    ]
-    rows = []
-    for backend, sizes in limits["ceiling"].items():
-        for size, budgets in sizes.items():
-            for cores, c in budgets.items():
-                rows.append(
-                    [
-                        backend,
-                        size,
-                        cores,
-                        fmt(c["decode"], 0),
-                        fmt(c["inference"], 0),
-                        fmt(c["min"], 0),
-                        fmt(c["shared"], 0),
-                    ]
-                )
-    out += [
-        "",
-        *_table(
-            [
-                "warm ceiling",
-                "photos",
-                "cores",
-                "decode/s",
-                "inference/s (best batch)",
-                "min (issue)",
-                "shared cores",
-            ],
-            rows,
-        ),
-    ]
-    return out
-
-
-def _stream_figures(stream: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def _stream_figures(stream: dict[str, Any]) -> Iterator[tuple[str, str, SizeFigures]]:
     """(variant, photo size, figures) of a stream result, large photos first."""
-    for name, per_size in stream["variants"].items():
-        for size in ("large", "small"):
-            if size in per_size:
-                yield name, size, per_size[size]
+    for name, variant in stream_variants(stream).items():
+        for size, figures in variant.sizes():
+            yield name, size, figures
 
 
 def stream_tables(stream: dict[str, Any]) -> list[str]:
     rows = []
     for name, size, data in _stream_figures(stream):
-        cap = data["capacity"]
-        ceiling = data.get("ceiling", {})
+        cap = data.capacity
+        ceiling = data.ceiling
         rows.append(
             [
                 name,
                 size,
-                fmt(cap["sustained_per_s"], 1),
-                fmt(ceiling.get("min"), 0),
-                fmt(data.get("capacity_vs_ceiling", float("nan")) * 100, 0) + "%",
-                fmt(ceiling.get("shared"), 0),
-                fmt(data.get("capacity_vs_shared_ceiling", float("nan")) * 100, 0) + "%",
-                fmt(cap["consumer_cpu_ms_per_image"], 1),
-                f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}% / "
-                f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%",
+                fmt(cap.sustained_per_s, 1),
+                fmt(ceiling.min if ceiling else None, 0),
+                fmt(scaled(data.capacity_vs_ceiling, 100), 0) + "%",
+                fmt(ceiling.shared if ceiling else None, 0),
+                fmt(scaled(data.capacity_vs_shared_ceiling, 100), 0) + "%",
+                fmt(cap.consumer_cpu_ms_per_image, 1),
+                f"{fmt(scaled(cap.cpu.get('ours_busy'), 100), 0)}% / "
+                f"{fmt(scaled(cap.cpu.get('machine_busy'), 100), 0)}%",
             ]
         )
-    out = _table(
+    out = markdown_table(
         [
             "variant",
             "photos",
@@ -215,27 +61,26 @@ def stream_tables(stream: dict[str, Any]) -> list[str]:
     )
     rows = []
     for name, size, data in _stream_figures(stream):
-        for load, p in data["loads"].items():
-            st = p["stages"]
-            lat = p["latency_s"]
+        for load, p in data.loads.items():
+            lat = p.latency_s
             rows.append(
                 [
                     name,
                     size,
                     f"{load}%",
-                    fmt(p["offered_per_s"], 1),
-                    fmt(p["achieved_per_s"], 1),
-                    fmt(lat["p50"] * 1000, 0),
-                    fmt(lat["p95"] * 1000, 0),
-                    fmt(lat["p99"] * 1000, 0),
-                    fmt(p["p99_bound_s"] * 1000, 0),
-                    fmt(p["mean_batch"], 1),
+                    fmt(p.offered_per_s, 1),
+                    fmt(p.achieved_per_s, 1),
+                    fmt(scaled(lat.p50), 0),
+                    fmt(scaled(lat.p95), 0),
+                    fmt(scaled(lat.p99), 0),
+                    fmt(scaled(p.p99_bound_s), 0),
+                    fmt(p.mean_batch, 1),
                 ]
-                + [fmt(st.get(k, {}).get("mean", float("nan")) * 1000, 0) for k in STAGES]
+                + [fmt(scaled(p.stage_mean(k)), 0) for k in STAGES]
             )
     out += [
         "",
-        *_table(
+        *markdown_table(
             [
                 "variant",
                 "photos",
@@ -263,18 +108,18 @@ def knobs_tables(knobs: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 name,
-                f"{_range(k['capacity_per_s'], 0)} vs {_range(d['capacity_per_s'], 0)}",
-                _range(p["capacity_ratio"], 2, "x"),
+                f"{cell(k['capacity_per_s'], 0)} vs {cell(d['capacity_per_s'], 0)}",
+                cell(p["capacity_ratio"], 2, "x"),
                 fmt(p["offered_per_s"], 0),
-                f"{_range(k['p99_ms'], 0)} vs {_range(d['p99_ms'], 0)}",
-                _range(p["p99_ratio"], 2, "x"),
+                f"{cell(k['p99_ms'], 0)} vs {cell(d['p99_ms'], 0)}",
+                cell(p["p99_ratio"], 2, "x"),
                 f"{fmt(k['cpu_ms_per_image'], 1)} vs {fmt(d['cpu_ms_per_image'], 1)}"
                 if isinstance(k["cpu_ms_per_image"], float)
                 else f"{fmt(k['cpu_ms_per_image']['median'], 1)} vs "
                 f"{fmt(d['cpu_ms_per_image']['median'], 1)}",
             ]
         )
-    return _table(
+    return markdown_table(
         [
             "knob (vs default)",
             "capacity/s, knob vs default",
@@ -295,9 +140,9 @@ def scaleout_tables(scaleout: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 n,
-                _range(c["drain"], unit=" s"),
-                _range(c["throughput"], 0, "/s"),
-                _range(up, 2, "x") if up else "-",
+                cell(c["drain"], unit=" s"),
+                cell(c["throughput"], 0, "/s"),
+                cell(up, 2, "x") if up else "-",
                 fmt(c["cpu_ms_per_image"], 1),
                 f"{fmt(c['consumers_busy'] * 100, 0)}% / {fmt(c['machine_busy'] * 100, 0)}%",
                 ", ".join(
@@ -305,7 +150,7 @@ def scaleout_tables(scaleout: dict[str, Any]) -> list[str]:
                 ),
             ]
         )
-    return _table(
+    return markdown_table(
         [
             "consumers",
             "drain 600",
@@ -336,7 +181,7 @@ def memory_tables(memory: dict[str, Any]) -> list[str]:
                 fmt(m.get("waiting_bytes_mib"), 0),
             ]
         )
-    return _table(
+    return markdown_table(
         [
             "variant",
             "model MiB",
@@ -367,10 +212,11 @@ def markdown(out_dir: Path) -> list[str]:
         if data is None:
             continue
         results[name] = data
-        before, after = data["load_average_before"], data["machine"]["load_average"]
+        info = RunInfo.of(data)
+        before, after = info.load_average_before, info.machine.load_average
         lines += [f"### {name}", "", *render(data), ""]
         lines += [
-            f"_{fmt(data['duration_s'], 0)} s; load average before {before}, after {after}._",
+            f"_{fmt(info.duration_s, 0)} s; load average before {before}, after {after}._",
             "",
         ]
     checks = all_checks(results)
@@ -378,7 +224,7 @@ def markdown(out_dir: Path) -> list[str]:
         [c.target, c.measured, c.wanted, {True: "met", False: "**missed**", None: "n/a"}[c.met]]
         for c in checks
     ]
-    lines += ["### targets", "", *_table(["target", "measured", "wanted", ""], rows)]
+    lines += ["### targets", "", *markdown_table(["target", "measured", "wanted", ""], rows)]
     return lines
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import structlog
@@ -16,21 +16,17 @@ import structlog
 from bench import plots, targets
 from bench.common import BenchContext, Site, load_json, machine, save_json, site_mounts
 from bench.inputs import Models, PhotoSet, ensure_models, ensure_photos
-from bench.kafka import kafka_broker
 from bench.netsim import LinkProfile, NetSimProcess
 from bench.procs import load_average
+from bench.records import Link, RunInfo, to_json
+from bench.scenario import Scenario
 from bench.scenarios import cold, knobs, limits, memory, scaleout, stream
+from consumer.testing.broker import kafka_broker
 
 # In this order, so that cold's summary can refer to the critical path measured by limits.
-SCENARIOS: dict[str, ModuleType] = {
-    "limits": limits,
-    "cold": cold,
-    "stream": stream,
-    "knobs": knobs,
-    "scaleout": scaleout,
-    "memory": memory,
-}
-NEEDS_KAFKA = frozenset({"stream", "knobs", "scaleout", "memory"})
+ORDER: tuple[Scenario, ...] = (limits, cold, stream, knobs, scaleout, memory)
+SCENARIOS: dict[str, Scenario] = {s.NAME: s for s in ORDER}
+NEEDS_KAFKA = frozenset(s.NAME for s in ORDER if s.NEEDS_KAFKA)
 
 
 def quiet_logs() -> None:
@@ -107,14 +103,14 @@ async def run_scenario(name: str, ctx: BenchContext, config: Any = None) -> dict
     before = load_average()
     start = time.perf_counter()
     result: dict[str, Any] = await module.run(ctx, config)
-    result["scenario"] = name
-    result["duration_s"] = time.perf_counter() - start
-    result["load_average_before"] = before
-    result["machine"] = machine()  # its load average is the one after the run
-    result["link"] = {
-        "latency_s": ctx.site.profile.latency_s,
-        "bandwidth_bps": ctx.site.profile.bandwidth_bps,
-    }
+    info = RunInfo(
+        scenario=name,
+        duration_s=time.perf_counter() - start,
+        load_average_before=before,
+        machine=machine(),  # its load average is the one after the run
+        link=Link(ctx.site.profile.latency_s, ctx.site.profile.bandwidth_bps),
+    )
+    result.update(to_json(info))
     save_json(ctx.out_dir, name, result)
     result["plots"] = [str(p) for p in make_plots(name, result, ctx.out_dir)]
     save_json(ctx.out_dir, name, result)
@@ -141,7 +137,8 @@ def summarize(out_dir: Path, names: Sequence[str]) -> list[str]:
         results[name] = data
         if name in names:
             lines += module.summary(data)
-            before, after = data["load_average_before"], data["machine"]["load_average"]
+            info = RunInfo.of(data)
+            before, after = info.load_average_before, info.machine.load_average
             lines.append(f"  (load average before {before}, after {after})")
     checks = targets.all_checks(results)
     save_json(out_dir, "targets", {"checks": targets.as_json(checks)})
@@ -167,7 +164,11 @@ async def run_all(
         ctx = BenchContext(out_dir, site, None, net.pid)
         with contextlib.ExitStack() as stack:
             if NEEDS_KAFKA & set(ordered):
-                ctx.bootstrap = stack.enter_context(kafka_broker(bootstrap))
+                ctx.bootstrap = stack.enter_context(
+                    kafka_broker(
+                        bootstrap or os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
+                    )
+                )
             for name in ordered:
                 print(f"== {name} ...", flush=True)
                 await run_scenario(name, ctx, configs.get(name))

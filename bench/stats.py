@@ -23,6 +23,7 @@ class Spread:
     n: int
 
     def as_dict(self) -> dict[str, float]:
+        """The JSON form (`bench.records.Range`)."""
         return {"median": self.median, "min": self.low, "max": self.high, "n": self.n}
 
 
@@ -148,22 +149,6 @@ def parse_histograms(text: str, name: str, label: str) -> dict[str, HistogramSna
         key: HistogramSnapshot(tuple(sorted(b)), sums.get(key, 0.0), counts.get(key, 0.0))
         for key, b in buckets.items()
     }
-
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of sample `name{labels}` in Prometheus text (labels exactly), or 0 when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        metric, _, label_text = sample.partition("{")
-        if metric != name:
-            continue
-        got = ",".join(sorted(p for p in label_text.rstrip("}").split(",") if p))
-        if got == want:
-            return float(value)
-    return 0.0
 
 
 def diff_histograms(

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.common import fmt
+from bench.records import cold_ratios, limits_critical_paths, stream_variants
 
 COLD_RATIO = {"tensorflow": 3.0, "litert": 15.0}
 COLD_CRITICAL_PATH = 1.25
@@ -37,9 +38,10 @@ def _met(ok: bool, *values: float) -> bool | None:
 
 def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Check]:
     checks = []
-    for backend, entry in cold.get("ratios", {}).items():
-        if "vs_original" in entry and backend in COLD_RATIO:
-            r = _num(entry["vs_original"]["median"])
+    limits_paths = limits_critical_paths(limits)
+    for backend, entry in cold_ratios(cold).items():
+        if entry.vs_original is not None and backend in COLD_RATIO:
+            r = _num(entry.vs_original.median)
             checks.append(
                 Check(
                     f"cold {backend}: speed-up vs naive baseline",
@@ -49,10 +51,11 @@ def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Che
                 )
             )
         wall = _num(cold["variants"][f"birdwatch-{backend}"]["wall_s"]["median"])
-        if "vs_critical_path" in entry:
+        total = entry.path_total()
+        if entry.vs_critical_path is not None and total is not None:
             # Measured in the same rounds as the cold runs: the fair comparison.
-            r = _num(entry["vs_critical_path"]["median"])
-            path = _num(entry["critical_path"]["total_s"]["median"])
+            r = _num(entry.vs_critical_path.median)
+            path = _num(total.median)
             checks.append(
                 Check(
                     f"cold {backend}: wall / critical path",
@@ -61,8 +64,8 @@ def cold_checks(cold: dict[str, Any], limits: dict[str, Any] | None) -> list[Che
                     _met(r <= COLD_CRITICAL_PATH, r),
                 )
             )
-        elif limits and backend in limits.get("critical_path", {}):
-            path = _num(limits["critical_path"][backend]["total_s"])
+        elif backend in limits_paths:
+            path = limits_paths[backend].total_s
             r = wall / path if path else math.nan
             checks.append(
                 Check(
@@ -85,23 +88,20 @@ def stream_checks(stream: dict[str, Any], limits: dict[str, Any] | None) -> list
     cores = str(
         max((int(c) for c in (limits or {}).get("config", {}).get("threads", [2])), default=2)
     )
-    base = {n: v for n, v in stream.get("variants", {}).items() if not v["env"]}
-    for backend, per_size in base.items():
-        for size in ("large", "small"):
-            if size not in per_size:
-                continue
-            data = per_size[size]
-            capacity = _num(data["capacity"]["sustained_per_s"])
-            if "ceiling" in data:
+    base = {n: v for n, v in stream_variants(stream).items() if not v.env}
+    for backend, variant in base.items():
+        for size, data in variant.sizes():
+            capacity = _num(data.capacity.sustained_per_s)
+            if data.ceiling is not None:
                 # Measured right before and after the capacity burst: the fair comparison.
-                r = _num(data["capacity_vs_ceiling"])
-                shared = _num(data["capacity_vs_shared_ceiling"])
+                r = _num(data.capacity_vs_ceiling)
+                shared = _num(data.capacity_vs_shared_ceiling)
                 checks.append(
                     Check(
                         f"stream {backend} {size}: capacity / ceiling",
                         f"{fmt(r * 100, 0)}% ({fmt(capacity, 1)} of "
-                        f"{fmt(_num(data['ceiling']['min']), 1)}/s; {fmt(shared * 100, 0)}% of "
-                        f"the shared-core ceiling {fmt(_num(data['ceiling']['shared']), 1)}/s)",
+                        f"{fmt(_num(data.ceiling.min), 1)}/s; {fmt(shared * 100, 0)}% of "
+                        f"the shared-core ceiling {fmt(_num(data.ceiling.shared), 1)}/s)",
                         f">= {STREAM_CEILING:.0%}",
                         _met(r >= STREAM_CEILING, r),
                     )
@@ -121,9 +121,9 @@ def stream_checks(stream: dict[str, Any], limits: dict[str, Any] | None) -> list
                         _met(r >= STREAM_CEILING, r),
                     )
                 )
-            half = data["loads"].get("50")
+            half = data.loads.get("50")
             if half:
-                p99, bound = _num(half["latency_s"]["p99"]), _num(half["p99_bound_s"])
+                p99, bound = _num(half.latency_s.p99), _num(half.p99_bound_s)
                 checks.append(
                     Check(
                         f"stream {backend} {size}: p99 at 50% load",

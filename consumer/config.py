@@ -50,56 +50,106 @@ class Settings(BaseSettings):
     )
 
     # Model
-    model_url: str = TFHUB_BIRDS_MODEL
-    labels_url: str = BIRDS_LABELS
-    model_cache_dir: str = Field(default_factory=_default_cache_dir)
-    model_load_timeout_s: PositiveFloat = 600.0
-    inference_threads: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
+    model_url: str = Field(
+        TFHUB_BIRDS_MODEL,
+        description="TF Hub handle, .tar.gz SavedModel or .tflite URL; backend by what is served",
+    )
+    labels_url: str = Field(BIRDS_LABELS, description="CSV label map (id,name), mapped by id")
+    model_cache_dir: str = Field(
+        default_factory=_default_cache_dir,
+        description="Folder of downloaded models, keyed by URL; empty = no cache",
+    )
+    model_load_timeout_s: PositiveFloat = Field(
+        600.0,
+        description="Give up loading the model after this long (retrying transient failures)",
+    )
+    inference_threads: PositiveInt = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="Threads per inference call (default: the CPU count)",
+    )
 
     # Batching and concurrency
-    max_batch_size: PositiveInt = 32
-    max_batch_delay_ms: Annotated[float, Field(ge=0)] = 50.0
-    decode_threads: PositiveInt = Field(default_factory=lambda: os.cpu_count() or 1)
-    max_in_flight: PositiveInt = 256
+    max_batch_size: PositiveInt = Field(32, description="Images per model call at most")
+    max_batch_delay_ms: Annotated[float, Field(ge=0)] = Field(
+        50.0, description="A batch closes this long after its first image at the latest"
+    )
+    decode_threads: PositiveInt = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        description="Image decoding threads (default: the CPU count)",
+    )
+    max_in_flight: PositiveInt = Field(
+        256, description="Records in flight before intake pauses (it resumes at half)"
+    )
 
     # Image fetching
-    fetch_concurrency: PositiveInt = 32
-    fetch_timeout_s: PositiveFloat = 10.0
-    fetch_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    max_image_bytes: PositiveInt = 20 * 1024 * 1024
-    max_image_pixels: PositiveInt = 100_000_000
-    allow_private_networks: bool = False
+    fetch_concurrency: PositiveInt = Field(32, description="Concurrent image downloads")
+    fetch_timeout_s: PositiveFloat = Field(10.0, description="Per download attempt")
+    fetch_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        2, description="Retries on timeouts, connection resets, HTTP 5xx/429 (jittered backoff)"
+    )
+    max_image_bytes: PositiveInt = Field(
+        20 * 1024 * 1024, description="Larger bodies are cut off (too_large)"
+    )
+    max_image_pixels: PositiveInt = Field(
+        100_000_000, description="Larger images are refused before decoding (too_large)"
+    )
+    allow_private_networks: bool = Field(
+        False, description="Allow image URLs on loopback/private/link-local addresses"
+    )
 
     # Logging
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: LogFormat = LogFormat.AUTO
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG adds per-image and per-batch lines"
+    )
+    log_format: LogFormat = Field(
+        LogFormat.AUTO, description="json, console, or auto (JSON unless stderr is a terminal)"
+    )
 
     # Kafka service
-    kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    group_id: str = "birdwatch"
-    instance_id: str | None = None
-    input_topic: str = "bird-images"
-    results_topic: str = "bird-predictions"
-    dlq_topic: str = "bird-images.dlq"
-    processing_guarantee: ProcessingGuarantee = ProcessingGuarantee.AT_LEAST_ONCE
-    shutdown_timeout_s: PositiveFloat = 30.0
-    revoke_timeout_s: PositiveFloat = 10.0
-    commit_interval_ms: PositiveInt = 200
-    session_timeout_ms: Annotated[int, Field(ge=1000)] = 10_000
+    kafka_bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism (SASL_* protocols only)"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password; never logged")
+    kafka_ssl_cafile: str | None = Field(
+        None, description="CA bundle for TLS; none = the system's trust store"
+    )
+    group_id: str = Field("birdwatch", description="Consumer group")
+    instance_id: str | None = Field(None, description="Static membership id (group.instance.id)")
+    input_topic: str = Field("bird-images", description="Topic of the image events")
+    results_topic: str = Field(
+        "bird-predictions", description="Topic of the results, keyed by event id"
+    )
+    dlq_topic: str = Field(
+        "bird-images.dlq", description="Topic of the records that cannot be parsed (dead letters)"
+    )
+    processing_guarantee: ProcessingGuarantee = Field(
+        ProcessingGuarantee.AT_LEAST_ONCE,
+        description="at_least_once, or exactly_once (transactions)",
+    )
+    shutdown_timeout_s: PositiveFloat = Field(30.0, description="Drain time on SIGTERM/SIGINT")
+    revoke_timeout_s: PositiveFloat = Field(10.0, description="Drain time for revoked partitions")
+    commit_interval_ms: PositiveInt = Field(200, description="Offset commit / transaction cadence")
+    session_timeout_ms: Annotated[int, Field(ge=1000)] = Field(
+        10_000, description="Group session timeout"
+    )
     heartbeat_interval_ms: Annotated[int, Field(ge=100)] = Field(
-        default=1000,
+        1000,
         description="How often a member heartbeats; members learn of a rebalance at their next "
         "heartbeat, so this bounds how long a join or a leave waits for the others. Below the "
         "session timeout.",
     )
-    transaction_timeout_ms: Annotated[int, Field(ge=1000)] = 20_000
-    summary_interval_s: PositiveFloat = 30.0
-    http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    transaction_timeout_ms: Annotated[int, Field(ge=1000)] = Field(
+        20_000, description="Exactly-once transaction timeout"
+    )
+    summary_interval_s: PositiveFloat = Field(30.0, description="Throughput log interval")
+    http_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8080, description="Health, readiness and metrics port"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

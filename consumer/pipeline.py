@@ -9,7 +9,6 @@ sink, whatever fails. Transports (the CLI, the Kafka service) only submit and si
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import structlog
 from numpy.typing import NDArray
 
 from consumer.batching import Batcher
+from consumer.clock import Clock, LoopClock
 from consumer.images.errors import ImageError
 from consumer.model.backend import LoadedModel, top_k
 from schemas import TOP_K, ErrorCode, ImageEvent, Prediction, PredictionResult
@@ -96,7 +96,7 @@ class Pipeline:
         inference_pool: Executor,
         config: PipelineConfig,
         observer: StageObserver | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Clock | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._decode = decode
@@ -106,7 +106,7 @@ class Pipeline:
         self._inference_pool = inference_pool
         self._config = config
         self._observer: StageObserver = observer or _NoObserver()
-        self._clock = clock
+        self._clock: Clock = clock or LoopClock()
         self._ready: asyncio.Queue[tuple[WorkItem, NDArray[np.uint8]] | _Wake] = asyncio.Queue()
         self._batches: asyncio.Queue[list[tuple[WorkItem, NDArray[np.uint8]]]] = asyncio.Queue(
             maxsize=config.queued_batches
@@ -141,7 +141,7 @@ class Pipeline:
         """Start work on `event` without waiting; the caller bounds `in_flight`."""
         self._raise_if_failed()
         self.start()
-        item = WorkItem(event=event, tag=tag, submitted=self._clock())
+        item = WorkItem(event=event, tag=tag, submitted=self._clock.now())
         self._in_flight += 1
         self._fetching += 1
         self._idle.clear()
@@ -175,10 +175,10 @@ class Pipeline:
         # This task's own context: every line logged below it (retries too) names the image.
         structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
-            waited = self._clock()
+            waited = self._clock.now()
             async with self._undecoded:
                 # Time spent waiting for a download slot while decoding is behind.
-                self._note(item, "fetch_wait", self._clock() - waited)
+                self._note(item, "fetch_wait", self._clock.now() - waited)
                 image = await self._fetch_and_decode(item)
         except ImageError as exc:
             await self._fail(item, exc.code, exc.message)
@@ -186,7 +186,7 @@ class Pipeline:
             log.exception("image_internal_error", id=event.id, url=event.url)
             await self._fail(item, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
         else:
-            item.timings_ms["ready_at"] = self._clock()
+            item.timings_ms["ready_at"] = self._clock.now()
             self._ready.put_nowait((item, image))
             return
         finally:
@@ -196,9 +196,9 @@ class Pipeline:
 
     async def _fetch_and_decode(self, item: WorkItem) -> NDArray[np.uint8]:
         event = item.event
-        start = self._clock()
+        start = self._clock.now()
         data = await self._fetcher.fetch(event.url)
-        fetched = self._clock()
+        fetched = self._clock.now()
         self._note(item, "fetch", fetched - start)
         log.debug(
             "image_fetched",
@@ -210,12 +210,12 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         started, image = await loop.run_in_executor(self._decode_pool, self._timed_decode, data)
         self._note(item, "decode_wait", started - fetched)  # queued for a decode thread
-        self._note(item, "decode", self._clock() - started)
+        self._note(item, "decode", self._clock.now() - started)
         log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
         return image
 
     def _timed_decode(self, data: bytes) -> tuple[float, NDArray[np.uint8]]:
-        return self._clock(), self._decode(data)
+        return self._clock.now(), self._decode(data)
 
     def _note(self, item: WorkItem, stage: str, seconds: float) -> None:
         item.timings_ms[stage] = round(seconds * 1000, 3)
@@ -237,7 +237,7 @@ class Pipeline:
 
     def _timings(self, item: WorkItem) -> dict[str, float]:
         timings = {k: v for k, v in item.timings_ms.items() if k != "ready_at"}
-        timings["total"] = round((self._clock() - item.submitted) * 1000, 3)
+        timings["total"] = round((self._clock.now() - item.submitted) * 1000, 3)
         return timings
 
     async def _emit(self, item: WorkItem, result: PredictionResult) -> None:
@@ -262,7 +262,7 @@ class Pipeline:
                 self._take(batcher, await self._ready.get())
             while not batcher.full and not self._ready.empty():
                 self._take(batcher, self._ready.get_nowait())
-            now = self._clock()
+            now = self._clock.now()
             # While the model is still loading, keep filling: nothing can run yet anyway.
             model_pending = self._model is None
             if batcher.items and (
@@ -273,7 +273,7 @@ class Pipeline:
                 continue
             timeout = None if model_pending or not batcher.items else batcher.time_left(now)
             try:
-                nxt = await asyncio.wait_for(self._ready.get(), timeout)
+                nxt = await self._clock.wait_for(self._ready.get(), timeout)
             except TimeoutError:
                 continue
             self._take(batcher, nxt)
@@ -284,7 +284,7 @@ class Pipeline:
         entry: tuple[WorkItem, NDArray[np.uint8]] | _Wake,
     ) -> None:
         if not isinstance(entry, _Wake):
-            batcher.add(entry, self._clock())
+            batcher.add(entry, self._clock.now())
 
     async def _inference_loop(self) -> None:
         try:
@@ -302,7 +302,7 @@ class Pipeline:
         self, model: LoadedModel, batch: list[tuple[WorkItem, NDArray[np.uint8]]]
     ) -> None:
         items = [item for item, _ in batch]
-        start = self._clock()
+        start = self._clock.now()
         for item in items:
             self._note(item, "queue", start - item.timings_ms.pop("ready_at", start))
         try:
@@ -317,7 +317,7 @@ class Pipeline:
             for item in items:
                 await self._fail(item, ErrorCode.INTERNAL, f"inference failed: {exc}")
             return
-        seconds = self._clock() - start
+        seconds = self._clock.now() - start
         self._observer.batch(len(items), seconds)
         log.debug("batch_done", size=len(items), ms=round(seconds * 1000, 3))
         for item, idx, score in zip(items, indices, scores, strict=True):

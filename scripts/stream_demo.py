@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,19 +26,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file: make the repository's `bench` importable
 
-from bench.kafka import (  # noqa: E402
-    Publisher,
-    ResultReader,
-    ServeProcess,
-    Topics,
-    create_topics,
-    delete_topics,
-    kafka_broker,
-    wait_until,
-)
+from bench.kafka import Publisher, ResultReader, delete_topics  # noqa: E402
 from bench.netsim import LinkProfile, NetSim  # noqa: E402
 from bench.paths import DATA_DIR, REAL_LABELS, REAL_TFLITE  # noqa: E402
 from bench.stats import percentile  # noqa: E402
+from consumer.testing.broker import kafka_broker  # noqa: E402
+from consumer.testing.serve import ServeProcess  # noqa: E402
+from consumer.testing.topics import Topics, create_topics  # noqa: E402
+from consumer.testing.waiting import wait_until  # noqa: E402
 
 PHOTOS = (
     "coral_bird.bmp",
@@ -150,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--bootstrap",
-        default=None,
+        default=os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", ""),
         help="Kafka bootstrap address (default: BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS, else the "
         "scripts/kafka broker, started for the run when it is not running)",
     )

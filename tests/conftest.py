@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,8 @@ from aiohttp import web
 from hypothesis import settings
 
 from consumer.config import Settings
-from tests.support.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
+from consumer.testing.broker import kafka_broker
+from consumer.testing.models import make_labelmap_csv, make_savedmodel_archive, make_tflite_model
 
 # Speed is measured by the benchmarks, not here: on a shared, noisy machine a per-example
 # deadline only makes the property tests flaky. (Importing Hypothesis here, at collection, also
@@ -23,9 +25,42 @@ from tests.support.models import make_labelmap_csv, make_savedmodel_archive, mak
 settings.register_profile("birdwatch", deadline=None)
 settings.load_profile("birdwatch")
 
+# `make test-fast`: no broker, no Java, no TensorFlow. A test needing one of those is marked,
+# explicitly or (below) by the fixtures it uses.
+FAST = "not kafka and not tf and not slow"
+MARKING_FIXTURES = {"kafka_bootstrap": "kafka", "tiny_models": "tf"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help=f"run only the fast tests ({FAST}) and fail if TensorFlow gets imported",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("fast"):
+        config.option.markexpr = FAST
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in MARKING_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("fast") and "tensorflow" in sys.modules:
+        print("\n--fast: a test imported TensorFlow; mark it `tf`", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 # Test inputs read before the autouse fixture below wipes BIRDWATCH_* from the environment.
 REAL_MODEL_DIR = os.environ.get("BIRDWATCH_REAL_MODEL_DIR", "")
 KAFKA_BOOTSTRAP = os.environ.get("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", "")
+KAFKA_TEST_PORT = int(os.environ.get("BIRDWATCH_TEST_KAFKA_PORT") or 9092)
 
 
 @pytest.fixture(autouse=True)
@@ -137,8 +172,6 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """A real Kafka broker for the session (see tests/kafka_broker.py)."""
-    from tests.kafka_broker import kafka_broker
-
-    with kafka_broker(KAFKA_BOOTSTRAP) as bootstrap:
+    """A real Kafka broker for the session (see consumer/testing/broker.py)."""
+    with kafka_broker(KAFKA_BOOTSTRAP, port=KAFKA_TEST_PORT, containers=True) as bootstrap:
         yield bootstrap

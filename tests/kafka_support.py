@@ -1,10 +1,9 @@
 """Helpers for the tests that talk to the real Kafka broker.
 
-Each test gets its own topics and group (`unique_names`); records are produced and read with
-plain aiokafka clients; `birdwatch serve` runs either in-process (`InProcessService`, so
-coverage counts) or as a subprocess (`ServeProcess`, so it can be SIGKILLed). Every wait is
-bounded. Topic creation, the subprocess, `free_port`, `wait_until` and `metric_value` are the
-benchmarks' own (bench/kafka.py, bench/stats.py), re-exported here.
+Each test gets its own topics and group (`Topics.unique` of the test kit); records are produced
+and read with the kit's plain aiokafka helpers (`consumer.testing.topics`); `birdwatch serve`
+runs either in-process (`InProcessService`, so coverage counts) or as a subprocess
+(`ServeProcess`, so it can be SIGKILLed). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -13,209 +12,21 @@ import asyncio
 import os
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import ConsumerRecord
 
-from bench import kafka as bench_kafka
-from bench.kafka import (
-    Topics,
-    assign_whole_topic,
-    create_topics,
-    free_port,
-    wait_until,
-    whole_topic_consumer,
-)
-from bench.stats import metric_value
 from consumer.config import Settings
 from consumer.kafka.service import KafkaService, ServiceState
 from consumer.metrics import Metrics
 from consumer.runtime import Runtime
+from consumer.testing import serve as kit_serve
+from consumer.testing.topics import Topics
 from tests.conftest import LoopbackServer, TinyModels
 
-# What the Kafka tests use; a few of these come from the benchmarks' modules.
-__all__ = [
-    "BIRDWATCH",
-    "REPO",
-    "InProcessService",
-    "Names",
-    "ServeProcess",
-    "TopicReader",
-    "committed_offsets",
-    "create_service_topics",
-    "create_topics",
-    "event_value",
-    "free_port",
-    "metric_value",
-    "produce",
-    "produce_events",
-    "read_topic",
-    "results_of",
-    "serve_env",
-    "serve_model",
-    "serve_with_slow_commits",
-    "unique_names",
-    "wait_until",
-]
-
-BIRDWATCH = Path(sys.executable).with_name("birdwatch")
 REPO = Path(__file__).resolve().parents[1]
-
-
-# --- names and topics ------------------------------------------------------------------------
-
-
-class Names(Topics):
-    """Topic and group names private to one test: `settings()` for an in-process service,
-    `env()` for a subprocess."""
-
-
-def unique_names(prefix: str) -> Names:
-    suffix = uuid.uuid4().hex[:10]
-    return Names(
-        input=f"{prefix}-images-{suffix}",
-        results=f"{prefix}-results-{suffix}",
-        dlq=f"{prefix}-dlq-{suffix}",
-        group=f"{prefix}-group-{suffix}",
-    )
-
-
-async def create_service_topics(bootstrap: str, names: Names, partitions: int) -> None:
-    await create_topics(bootstrap, names.names, partitions)
-
-
-async def committed_offsets(bootstrap: str, group: str) -> dict[TopicPartition, int]:
-    """The group's committed offsets, as the broker reports them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in found.items()}
-
-
-# --- producing and reading -------------------------------------------------------------------
-
-
-def event_value(event_id: str, url: str) -> bytes:
-    return orjson.dumps({"id": event_id, "url": url})
-
-
-async def produce(
-    bootstrap: str,
-    topic: str,
-    records: Iterable[tuple[bytes | None, bytes | None]],
-    partitions: Sequence[int] = (),
-) -> int:
-    """Produce raw (key, value) records and wait for every ack; returns how many.
-
-    With `partitions`, records go round-robin to those; otherwise by key."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        acks = [
-            await producer.send(
-                topic,
-                value,
-                key=key,
-                partition=partitions[i % len(partitions)] if partitions else None,
-            )
-            for i, (key, value) in enumerate(records)
-        ]
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
-    return len(acks)
-
-
-async def produce_events(
-    bootstrap: str, topic: str, events: Iterable[tuple[str, str]], partitions: Sequence[int] = ()
-) -> int:
-    """Produce one ImageEvent per (id, url), keyed by id."""
-    return await produce(
-        bootstrap,
-        topic,
-        ((eid.encode(), event_value(eid, url)) for eid, url in events),
-        partitions,
-    )
-
-
-class TopicReader:
-    """Reads a whole topic from the beginning with a group-less consumer."""
-
-    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"):
-        self.topic = topic
-        self.records: list[ConsumerRecord[bytes, bytes]] = []
-        self._consumer = whole_topic_consumer(bootstrap, isolation_level)
-        self._parts: list[TopicPartition] = []
-
-    async def __aenter__(self) -> TopicReader:
-        await self._consumer.start()
-        self._parts = await assign_whole_topic(self._consumer, self.topic)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._consumer.stop()
-
-    async def poll(self, timeout_ms: int = 200) -> int:
-        """Read what is available now; returns how many new records."""
-        batch = await self._consumer.getmany(timeout_ms=timeout_ms)
-        new = [r for records in batch.values() for r in records]
-        self.records.extend(new)
-        return len(new)
-
-    async def end_offsets(self) -> dict[TopicPartition, int]:
-        """High watermarks, or last stable offsets under read_committed."""
-        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(self._parts)
-        return ends
-
-    async def read_to_end(self, timeout_s: float = 20.0) -> list[ConsumerRecord[bytes, bytes]]:
-        """Read until the position of every partition reaches its end offset (taken now)."""
-        ends = await self.end_offsets()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            positions = {tp: await self._consumer.position(tp) for tp in self._parts}
-            if all(positions[tp] >= end for tp, end in ends.items()):
-                return self.records
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic}: at {positions}, end {ends}")
-            await self.poll()
-
-    async def wait_for(
-        self, done: Callable[[list[ConsumerRecord[bytes, bytes]]], bool], timeout_s: float
-    ) -> list[ConsumerRecord[bytes, bytes]]:
-        """Read until `done(records)` holds; TimeoutError after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while not done(self.records):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic}: condition not met, {len(self.records)} read")
-            await self.poll()
-        return self.records
-
-    async def wait_for_ids(self, ids: set[str], timeout_s: float) -> list[dict[str, Any]]:
-        """Read until every id in `ids` has a result; returns all results read so far."""
-        await self.wait_for(lambda recs: ids <= {r["id"] for r in results_of(recs)}, timeout_s)
-        return results_of(self.records)
-
-
-def results_of(records: Iterable[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in records if r.value is not None]
-
-
-async def read_topic(
-    bootstrap: str, topic: str, isolation_level: str = "read_uncommitted", timeout_s: float = 20
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topic` up to its current end."""
-    async with TopicReader(bootstrap, topic, isolation_level) as reader:
-        return await reader.read_to_end(timeout_s)
 
 
 # --- the model on the loopback server ----------------------------------------------------------
@@ -264,10 +75,19 @@ class InProcessService:
 
     @property
     def owned(self) -> set[TopicPartition]:
-        return set(self.service._owned)
+        return set(self.service.owned)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A sample of the service's metrics registry (0 when absent)."""
+        value = self.metrics.registry.get_sample_value(name, labels or None)
+        return 0.0 if value is None else value
+
+    def in_flight(self) -> int:
+        """Records the member holds whose outcome is not yet durable."""
+        return self.service.in_flight
 
     def count(self, status: str) -> float:
-        return self.metrics.results_produced.labels(status)._value.get()  # type: ignore[no-any-return]
+        return self.sample("birdwatch_results_produced_total", status=status)
 
     async def stop(self, timeout_s: float = 60.0) -> float:
         """Graceful stop (what SIGTERM does); returns the seconds it took."""
@@ -285,7 +105,7 @@ class InProcessService:
 
 
 def serve_env(
-    bootstrap: str, names: Names, model: Mapping[str, str], **extra: object
+    bootstrap: str, names: Topics, model: Mapping[str, str], **extra: object
 ) -> dict[str, str]:
     """Environment for `birdwatch serve` (without BIRDWATCH_HTTP_PORT, added by ServeProcess)."""
     values: dict[str, object] = {
@@ -317,7 +137,7 @@ def serve_with_slow_commits(delay_s: float) -> None:
     sys.exit(cli.main(["serve"]))
 
 
-class ServeProcess(bench_kafka.ServeProcess):
+class ServeProcess(kit_serve.ServeProcess):
     """`birdwatch serve` in a child process, logs to a file, endpoints on a free port; with
     `slow_commits_s`, every transaction of it stays open that much longer before its commit."""
 

@@ -2,9 +2,6 @@
 
 - `record_figures` writes what a fault test measured to `.cache/reliability/<name>.json`, which
   docs/RELIABILITY.md reports;
-- `LocalBroker` runs a second, private Kafka broker with `scripts/kafka` (its own ports and
-  home directory, the jars of the shared one), so a test may stop and restart it without
-  touching the broker everyone else uses;
 - `FaultyHost` is a raw TCP "image host" that hangs, trickles bytes or resets the connection;
 - `measure_hostile_fetches` is a child-process entry point that fetches and decodes URLs with
   the real image layer and reports, per URL, the outcome and the peak memory it cost.
@@ -20,29 +17,19 @@ import ctypes
 import gc
 import json
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import sys
 import time
 import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.kafka_support import free_port
-
 REPO = Path(__file__).resolve().parents[1]
 FIGURES_DIR = REPO / ".cache" / "reliability"
-KAFKA_SCRIPT = REPO / "scripts" / "kafka"
-SHARED_KAFKA_HOME = REPO / ".cache" / "kafka"
-
-
-JAVA = shutil.which("java")
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -72,7 +59,7 @@ async def produce_paced(
     stream rather than a backlog); returns the seconds it took."""
     from aiokafka import AIOKafkaProducer
 
-    from tests.kafka_support import event_value
+    from consumer.testing.topics import event_value
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
@@ -90,194 +77,6 @@ async def produce_paced(
     finally:
         await producer.stop()
     return time.monotonic() - started
-
-
-# --- a private broker ------------------------------------------------------------------------
-
-
-@dataclass
-class LocalBroker:
-    """A second single-node broker from `scripts/kafka`, in `home` on free ports.
-
-    Its `libs` is a symlink to the jars the shared broker already resolved, so no Maven run is
-    needed. `start` and `stop` run the script in a thread: the caller's event loop (and any
-    service running on it) keeps going meanwhile.
-    """
-
-    home: Path
-    port: int = field(default_factory=free_port)
-    controller_port: int = field(default_factory=free_port)
-
-    def __post_init__(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        libs = self.home / "libs"
-        shared = SHARED_KAFKA_HOME / "libs"
-        if not libs.exists() and (shared / ".resolved").exists():
-            libs.symlink_to(shared, target_is_directory=True)
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-            "KAFKA_HOME_DIR": str(self.home),
-            "KAFKA_START_TIMEOUT": "90",
-            "KAFKA_STOP_TIMEOUT": "20",
-        }
-
-    def _run(self, command: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(KAFKA_SCRIPT), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-
-    async def start(self, attempts: int = 2) -> float:
-        """Start (or restart) the broker; returns the seconds until it answered."""
-        started = time.monotonic()
-        for attempt in range(1, attempts + 1):
-            done = await asyncio.to_thread(self._run, "start", 150)
-            if done.returncode == 0:
-                return time.monotonic() - started
-            if attempt == attempts:
-                raise RuntimeError(f"scripts/kafka start failed:\n{done.stderr[-3000:]}")
-            await asyncio.sleep(2)  # a just-stopped JVM may still hold its data directory
-        raise AssertionError("unreachable")
-
-    async def stop(self) -> float:
-        """Stop the broker (SIGTERM, SIGKILL after 20 s); returns the seconds it took."""
-        started = time.monotonic()
-        done = await asyncio.to_thread(self._run, "stop", 60)
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/kafka stop failed:\n{done.stderr[-3000:]}")
-        return time.monotonic() - started
-
-    def stop_now(self) -> None:
-        """Blocking stop for clean-up paths."""
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._run("stop", 60)
-
-    def remove(self) -> None:
-        self.stop_now()
-        shutil.rmtree(self.home, ignore_errors=True)
-
-
-class SaslBroker:
-    """A real single-node broker (the same jars and JVM command as `scripts/kafka`) with two
-    client listeners: SASL_PLAINTEXT with PLAIN users for the code under test, and PLAINTEXT
-    for the test's own helpers. Started and stopped synchronously (a module fixture)."""
-
-    def __init__(self, home: Path, users: dict[str, str]) -> None:
-        self.home = home
-        self.users = users
-        self.plain_port, self.sasl_port, self.controller_port = (free_port() for _ in range(3))
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def plaintext_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.plain_port}"
-
-    @property
-    def sasl_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.sasl_port}"
-
-    def _write_config(self) -> Path:
-        jaas_users = " ".join(f'user_{u}="{p}"' for u, p in self.users.items())
-        host = "127.0.0.1"
-        lines = [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{host}:{self.controller_port}",
-            f"listeners=PLAINTEXT://{host}:{self.plain_port},"
-            f"SASL_PLAINTEXT://{host}:{self.sasl_port},CONTROLLER://{host}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{self.plain_port},"
-            f"SASL_PLAINTEXT://{host}:{self.sasl_port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map="
-            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-            "sasl.enabled.mechanisms=PLAIN",
-            "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-            f"org.apache.kafka.common.security.plain.PlainLoginModule required {jaas_users};",
-            f"log.dirs={self.home / 'data'}",
-            "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "num.network.threads=2",
-            "num.io.threads=2",
-            "background.threads=2",
-        ]
-        config = self.home / "server.properties"
-        config.write_text("\n".join(lines) + "\n")
-        (self.home / "log4j2.xml").write_text(
-            '<?xml version="1.0" encoding="UTF-8"?><Configuration status="warn">'
-            '<Appenders><Console name="out" target="SYSTEM_OUT">'
-            '<PatternLayout pattern="[%d] %p %m (%c)%n"/></Console></Appenders>'
-            '<Loggers><Root level="info"><AppenderRef ref="out"/></Root></Loggers>'
-            "</Configuration>\n"
-        )
-        return config
-
-    def start(self, timeout_s: float = 120.0) -> float:
-        """Format, start and wait until the broker logs that it started; returns seconds."""
-        started = time.monotonic()
-        self.home.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
-        libs = f"{SHARED_KAFKA_HOME / 'libs'}/*"
-        log4j = f"-Dlog4j2.configurationFile={self.home / 'log4j2.xml'}"
-        formatted = subprocess.run(
-            [
-                *("java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", log4j),
-                *("-cp", libs, "kafka.tools.StorageTool", "format"),
-                *("-t", "c2FzbC1icm9rZXItdGVzdA", "-c", str(config)),
-            ],
-            check=False,
-            capture_output=True,
-            timeout=120,
-        )
-        if formatted.returncode != 0:
-            raise RuntimeError(f"cannot format the SASL broker: {formatted.stdout[-2000:]!r}")
-        self.log_path = self.home / "broker.out"
-        with self.log_path.open("wb") as out:
-            self._proc = subprocess.Popen(
-                [
-                    *("java", "-Xms128m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true"),
-                    *(log4j, "-cp", libs, "kafka.Kafka", str(config)),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = started + timeout_s
-        while b"Kafka Server started" not in self.log_path.read_bytes():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the SASL broker did not start:\n{tail}")
-            time.sleep(0.2)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(timeout=10)
-        self._proc = None
 
 
 # --- a misbehaving image host ------------------------------------------------------------------

@@ -33,9 +33,11 @@ from bench.measure import (
     startup_s,
 )
 from bench.paths import BIRDWATCH, PYTHON, REPO
+from bench.records import CriticalPath, cold_ratios, to_json
 from bench.stats import ratio, spread
 
 NAME = "cold"
+NEEDS_KAFKA = False
 ORIGINAL = "naive-tensorflow"
 
 # Runs `birdwatch classify` in this process, then records whether TensorFlow got imported.
@@ -87,7 +89,8 @@ async def measure_critical_path(
             backend, site.model_file(backend), cpu_count(), [len(urls)], 0.3
         )
         inference = len(urls) / parts["inference"][str(len(urls))]["median"]
-        per_backend[backend] = critical_path(backend, startup, fetch, parts, images, inference)
+        path = critical_path(backend, startup, fetch, parts, images, inference)
+        per_backend[backend] = to_json(path)
         per_backend[backend]["fetch_s"] = fetch
         per_backend[backend]["loading"] = {
             k: parts[k] for k in ("import_s", "load_s", "warmup_s") if k in parts
@@ -262,10 +265,9 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
                 ratio(r[ours]["wall_s"], r[CRITICAL_PATH]["per_backend"][backend]["total_s"])
                 for r in rounds
             ).as_dict()
-            parts = ("startup_s", "model_path_s", "image_path_s", "inference_s", "total_s")
             entry["critical_path"] = {
                 k: spread(r[CRITICAL_PATH]["per_backend"][backend][k] for r in rounds).as_dict()
-                for k in parts
+                for k in CriticalPath.PARTS
             }
         ratios[backend] = entry
 
@@ -288,14 +290,15 @@ def summary(result: dict[str, Any]) -> list[str]:
     for name, data in result["variants"].items():
         w = data["wall_s"]
         lines.append(f"  {name:<22} {fmt(w['median'])} [{fmt(w['min'])}-{fmt(w['max'])}]")
-    for backend, entry in result["ratios"].items():
+    for backend, entry in cold_ratios(result).items():
         parts = []
-        for key in ("vs_original", "vs_same_backend", "vs_critical_path"):
-            if key in entry:
-                r = entry[key]
-                parts.append(
-                    f"{key} {fmt(r['median'], 1)}x [{fmt(r['min'], 1)}-{fmt(r['max'], 1)}]"
-                )
+        for key, r in (
+            ("vs_original", entry.vs_original),
+            ("vs_same_backend", entry.vs_same_backend),
+            ("vs_critical_path", entry.vs_critical_path),
+        ):
+            if r is not None:
+                parts.append(f"{key} {fmt(r.median, 1)}x [{fmt(r.min, 1)}-{fmt(r.max, 1)}]")
         lines.append(f"  speed-up birdwatch-{backend}: " + ", ".join(parts))
     if result.get("litert_imports_tensorflow") is not None:
         lines.append(f"  LiteRT run imports TensorFlow: {result['litert_imports_tensorflow']}")

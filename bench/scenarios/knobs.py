@@ -25,18 +25,19 @@ from bench.common import Backend, BenchContext, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
     broker_pid,
-    create_topics,
     delete_topics,
     service_env,
 )
 from bench.procs import CpuMeter
+from bench.records import Phase, scaled, to_json
 from bench.scenarios.stream import _measured
 from bench.stats import ratio, spread
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "knobs"
+NEEDS_KAFKA = True
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,11 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
     site = ctx.site
     urls = site.photo_urls(pair.size)
     envs = {"default": {}, "knob": pair.knob}
-    topics = {k: Topics.unique(f"knob-{k}") for k in envs}
+    topics = {k: Topics.unique(f"bench-knob-{k}") for k in envs}
     for t in topics.values():
         await create_topics(ctx.bootstrap, t.names, config.partitions)
     sides: dict[str, _Side] = {}
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {
-        k: {"capacity": [], "steady": []} for k in envs
-    }
+    results: dict[str, dict[str, list[Phase]]] = {k: {"capacity": [], "steady": []} for k in envs}
     async with contextlib.AsyncExitStack() as stack:
         cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-knobs-cache-"))
         try:
@@ -129,7 +128,9 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
                     )
             rate = (
                 config.load
-                * spread(c["sustained_per_s"] for c in results["default"]["capacity"]).median
+                * spread(
+                    scaled(c.sustained_per_s, 1) for c in results["default"]["capacity"]
+                ).median
             )
             count = max(10, round(rate * config.phase_seconds))
             for r in range(config.rounds):
@@ -159,15 +160,19 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
     def summary_of(key: str) -> dict[str, Any]:
         caps, steady = results[key]["capacity"], results[key]["steady"]
         return {
-            "capacity_per_s": spread(c["sustained_per_s"] for c in caps).as_dict(),
-            "cpu_ms_per_image": spread(c["consumer_cpu_ms_per_image"] for c in caps).as_dict(),
-            "p50_ms": spread(s["latency_s"]["p50"] * 1000 for s in steady).as_dict(),
-            "p99_ms": spread(s["latency_s"]["p99"] * 1000 for s in steady).as_dict(),
-            "mean_batch": spread(s["mean_batch"] for s in steady).median,
+            "capacity_per_s": spread(scaled(c.sustained_per_s, 1) for c in caps).as_dict(),
+            "cpu_ms_per_image": spread(
+                scaled(c.consumer_cpu_ms_per_image, 1) for c in caps
+            ).as_dict(),
+            "p50_ms": spread(scaled(s.latency_s.p50) for s in steady).as_dict(),
+            "p99_ms": spread(scaled(s.latency_s.p99) for s in steady).as_dict(),
+            "mean_batch": spread(scaled(s.mean_batch, 1) for s in steady).median,
             "inference_ms_per_batch": spread(
-                s["stages"].get("inference", {}).get("mean", float("nan")) * 1000 for s in steady
+                scaled(s.stage_mean("inference")) for s in steady
             ).median,
-            "machine_busy": spread(c["cpu"]["machine_busy"] for c in caps + steady).median,
+            "machine_busy": spread(
+                scaled(c.cpu.get("machine_busy"), 1) for c in caps + steady
+            ).median,
         }
 
     rounds = range(config.rounds)
@@ -180,19 +185,22 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
         "knob_result": summary_of("knob"),
         "capacity_ratio": spread(
             ratio(
-                results["knob"]["capacity"][i]["sustained_per_s"],
-                results["default"]["capacity"][i]["sustained_per_s"],
+                scaled(results["knob"]["capacity"][i].sustained_per_s, 1),
+                scaled(results["default"]["capacity"][i].sustained_per_s, 1),
             )
             for i in rounds
         ).as_dict(),
         "p99_ratio": spread(
             ratio(
-                results["knob"]["steady"][i]["latency_s"]["p99"],
-                results["default"]["steady"][i]["latency_s"]["p99"],
+                scaled(results["knob"]["steady"][i].latency_s.p99, 1),
+                scaled(results["default"]["steady"][i].latency_s.p99, 1),
             )
             for i in rounds
         ).as_dict(),
-        "raw": results,
+        "raw": {
+            key: {kind: [to_json(p) for p in phases] for kind, phases in per_kind.items()}
+            for key, per_kind in results.items()
+        },
     }
 
 

@@ -29,9 +29,11 @@ from bench.measure import (
     model_fetch_s,
     startup_s,
 )
+from bench.records import to_json
 from bench.stats import spread
 
 NAME = "limits"
+NEEDS_KAFKA = False
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,15 @@ def derive(result: dict[str, Any], config: Config) -> dict[str, Any]:
         per_batch = result["inference"][backend][str(threads)]
         near = min((int(b) for b in per_batch), key=lambda b: abs(b - config.cold_images))
         load = result["model_load"][backend]
-        critical[backend] = critical_path(
-            backend,
-            result["startup_s"]["median"],
-            result["download"][backend]["fetch_s"]["median"],
-            {k: load[k]["median"] for k in ("import_s", "load_s", "warmup_s")},
-            result["image_path_s"]["median"],
-            config.cold_images / per_batch[str(near)]["median"],
+        critical[backend] = to_json(
+            critical_path(
+                backend,
+                result["startup_s"]["median"],
+                result["download"][backend]["fetch_s"]["median"],
+                {k: load[k]["median"] for k in ("import_s", "load_s", "warmup_s")},
+                result["image_path_s"]["median"],
+                config.cold_images / per_batch[str(near)]["median"],
+            )
         )
         ceiling[backend] = {}
         for size in config.sizes:

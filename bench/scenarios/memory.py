@@ -25,16 +25,17 @@ from bench.common import Backend, BenchContext, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
-    create_topics,
     delete_topics,
+    histograms,
     service_env,
 )
 from bench.procs import memory_mib
 from bench.stats import STAGES, diff_histograms, slope_per_s
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "memory"
+NEEDS_KAFKA = True
 # The service's stages (its stage histograms) whose mean occupancy is reported; only from fetch
 # to decode does a record hold its photo's bytes (in fetch_wait it holds just its event).
 OCCUPANCY_STAGES = tuple(s for s in STAGES if s != "inference")  # inference is per batch
@@ -161,7 +162,7 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
     assert ctx.bootstrap is not None
     site = ctx.site
     backend = variant.backend
-    topics = Topics.unique(f"memory-{backend}")
+    topics = Topics.unique(f"bench-memory-{backend}")
     await create_topics(ctx.bootstrap, topics.names, config.partitions)
     with tempfile.TemporaryDirectory(prefix="bench-memory-cache-") as cache:
         env = {**service_env(ctx, backend, topics, cache, shutdown_timeout_s=5), **variant.env}
@@ -174,7 +175,7 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
             await serve.wait_ready()
             gauges = asyncio.create_task(sample_in_flight(serve, sampler, in_flight))
             await asyncio.sleep(1.0)  # a few idle samples
-            before = (await serve.histograms())["stage"]
+            before = (await histograms(serve))["stage"]
             count = max(1, round(config.rate_per_s * config.seconds))
             async with (
                 ResultReader(ctx.bootstrap, topics.results) as reader,
@@ -184,7 +185,7 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
                 await pub.steady(site.photo_urls(config.size), config.rate_per_s, count, "m")
                 load_end = sampler.now()
                 classified = len(reader.results)
-            after = (await serve.histograms())["stage"]
+            after = (await histograms(serve))["stage"]
         finally:
             if gauges is not None:
                 gauges.cancel()

@@ -20,17 +20,17 @@ from bench.common import Backend, BenchContext, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
-    create_topics,
     delete_topics,
     service_env,
     wait_group_stable,
 )
 from bench.procs import CpuMeter, cpu_seconds
 from bench.stats import ratio, spread, sustained_rate
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "scaleout"
+NEEDS_KAFKA = True
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def cpu_for(index: int, cores: int) -> int:
 async def run_count(ctx: BenchContext, n: int, config: Config) -> dict[str, Any]:
     assert ctx.bootstrap is not None
     site = ctx.site
-    topics = Topics.unique(f"scale{n}")
+    topics = Topics.unique(f"bench-scale{n}")
     await create_topics(ctx.bootstrap, topics.names, config.partitions)
     cores = os.cpu_count() or 1
     serves: list[ServeProcess] = []

@@ -15,25 +15,36 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bench.common import SIZES, Backend, BenchContext, Site, Size, fmt
 from bench.kafka import (
     Publisher,
     ResultReader,
-    ServeProcess,
-    Topics,
     broker_pid,
-    create_topics,
     delete_topics,
+    histograms,
     service_env,
 )
-from bench.measure import cpu_count, decode_rate, load_and_infer
+from bench.measure import mean_ceiling, measure_ceiling
 from bench.procs import CpuMeter
+from bench.records import (
+    Ceiling,
+    Latency,
+    Phase,
+    SizeFigures,
+    StreamVariant,
+    scaled,
+    stream_variants,
+    to_json,
+)
 from bench.stats import HistogramSnapshot, diff_histograms, percentile, sustained_rate
+from consumer.testing.serve import ServeProcess
+from consumer.testing.topics import Topics, create_topics
 
 NAME = "stream"
+NEEDS_KAFKA = True
 BATCH_DELAY_S = 0.050  # the service default BIRDWATCH_MAX_BATCH_DELAY_MS
 
 
@@ -89,7 +100,7 @@ def phase_record(
     stages: dict[str, dict[str, float]],
     batch: HistogramSnapshot | None,
     cpu: dict[str, float],
-) -> dict[str, Any]:
+) -> Phase:
     """Throughput, latency and stage figures of one phase."""
     results = [reader.results[i] for i in ids]
     done = [r.produced_ms / 1000 for r in results]
@@ -98,29 +109,28 @@ def phase_record(
     span = max(done) - first_sent
     achieved = len(ids) / span if span > 0 else math.nan
     sustained = sustained_rate(done)
-    record: dict[str, Any] = {
-        "events": len(ids),
-        "ok": sum(r.status == "ok" for r in results),
-        "errors": sum(r.status != "ok" for r in results),
-        "achieved_per_s": achieved,
-        # Too few completions to leave out the fill-up (one batch): the rate from the first send.
-        "sustained_per_s": achieved if math.isnan(sustained) else sustained,
-        "latency_s": {
-            "p50": percentile(latencies, 0.50),
-            "p95": percentile(latencies, 0.95),
-            "p99": percentile(latencies, 0.99),
-            "max": max(latencies),
-        },
-        "stages": stages,
-        "mean_batch": batch.mean if batch is not None else float("nan"),
-        "cpu": cpu,
-    }
     # One batch's processing: an image's fetch and decode, then its batch's inference (means:
     # the histogram buckets are too coarse for medians).
     processing = sum(stages.get(s, {}).get("mean", 0.0) for s in ("fetch", "decode", "inference"))
-    record["p99_bound_s"] = 2 * (BATCH_DELAY_S + processing)
-    record["consumer_cpu_ms_per_image"] = 1000 * cpu.get("consumer_cpu_s", math.nan) / len(ids)
-    return record
+    return Phase(
+        events=len(ids),
+        ok=sum(r.status == "ok" for r in results),
+        errors=sum(r.status != "ok" for r in results),
+        achieved_per_s=achieved,
+        # Too few completions to leave out the fill-up (one batch): the rate from the first send.
+        sustained_per_s=achieved if math.isnan(sustained) else sustained,
+        latency_s=Latency(
+            p50=percentile(latencies, 0.50),
+            p95=percentile(latencies, 0.95),
+            p99=percentile(latencies, 0.99),
+            max=max(latencies),
+        ),
+        stages={k: dict(v) for k, v in stages.items()},
+        mean_batch=batch.mean if batch is not None else float("nan"),
+        cpu=dict(cpu),
+        p99_bound_s=2 * (BATCH_DELAY_S + processing),
+        consumer_cpu_ms_per_image=1000 * cpu.get("consumer_cpu_s", math.nan) / len(ids),
+    )
 
 
 async def _measured(
@@ -130,57 +140,26 @@ async def _measured(
     cpu: CpuMeter,
     send: Any,
     timeout_s: float,
-) -> dict[str, Any]:
-    before = await serve.histograms()
+) -> Phase:
+    before = await histograms(serve)
     cpu.start()
     ids: list[str] = await send()
     await reader.wait_for(ids, timeout_s)
     used = cpu.stop()
-    after = await serve.histograms()
+    after = await histograms(serve)
     stages = stage_summary(diff_histograms(after["stage"], before["stage"]))
     batch = diff_histograms(after["batch"], before["batch"]).get("")
     return phase_record(ids, pub.sent.at, reader, stages, batch, used)
 
 
-async def measure_ceiling(
-    site: Site, variant: Variant, size: Size, seconds: float
-) -> dict[str, float]:
-    """Decode and inference throughput alone, with the variant's thread counts."""
-    cores = cpu_count()
-    decode_threads = int(variant.env.get("BIRDWATCH_DECODE_THREADS", cores))
-    infer_threads = int(variant.env.get("BIRDWATCH_INFERENCE_THREADS", cores))
-    files = site.photos.large if size == "large" else site.photos.small
-    dec = (await decode_rate(files, "draft", decode_threads, seconds))["images_per_s"]["median"]
-    inf = await load_and_infer(
-        variant.backend,
-        site.model_file(variant.backend),
-        infer_threads,
-        (1, 8, 32),
-        seconds,
-        env={k: v for k, v in variant.env.items() if k.startswith("TF_")},
-    )
-    best = max(v["median"] for v in inf["inference"].values())
-    return {
-        "decode": dec,
-        "inference": best,
-        "min": min(dec, best),
-        "shared": 1 / (1 / dec + 1 / best),
-    }
-
-
-def _mean_ceiling(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
-    keys = ("decode", "inference", "min", "shared")
-    return {"before": before, "after": after, **{k: (before[k] + after[k]) / 2 for k in keys}}
-
-
 async def run_variant(
-    ctx: BenchContext, variant: Variant, config: Config, done: dict[str, Any]
-) -> dict[str, Any]:
+    ctx: BenchContext, variant: Variant, config: Config, done: dict[str, StreamVariant]
+) -> StreamVariant:
     assert ctx.bootstrap is not None
     site = ctx.site
-    topics = Topics.unique(f"stream-{variant.backend}")
+    topics = Topics.unique(f"bench-stream-{variant.backend}")
     await create_topics(ctx.bootstrap, topics.names, config.partitions)
-    out: dict[str, Any] = {"backend": variant.backend, "env": variant.env}
+    out = StreamVariant(variant.backend, dict(variant.env))
     with tempfile.TemporaryDirectory(prefix="bench-stream-cache-") as cache:
         env = {
             **service_env(ctx, variant.backend, topics, cache, shutdown_timeout_s=10),
@@ -188,7 +167,7 @@ async def run_variant(
         }
         serve = ServeProcess(env, ctx.out_dir / "logs" / NAME / f"serve-{variant.name}.log")
         try:
-            out["ready_s"] = await serve.wait_ready()
+            out = replace(out, ready_s=await serve.wait_ready())
             cpu = CpuMeter(
                 {"consumer": serve.pid, "netsim": ctx.netsim_pid, "broker": broker_pid()}
             )
@@ -198,17 +177,25 @@ async def run_variant(
             ):
                 for size in variant.sizes:
                     loads = variant.loads if variant.loads is not None else config.loads
-                    ref = done.get(variant.reference or "", {}).get(size)
-                    reference = ref["capacity"]["sustained_per_s"] if ref else None
-                    out[size] = await _run_size(
+                    ref = done.get(variant.reference or "")
+                    ref_size = getattr(ref, size) if ref is not None else None
+                    reference = ref_size.capacity.sustained_per_s if ref_size else None
+                    figures, ceilings = await _run_size(
                         serve, reader, pub, cpu, site, variant, size, loads, config, reference
                     )
-                    if config.ceiling_seconds > 0:
-                        ceiling = _mean_ceiling(*out[size].pop("ceilings"))
-                        capacity = out[size]["capacity"]["sustained_per_s"]
-                        out[size]["ceiling"] = ceiling
-                        out[size]["capacity_vs_ceiling"] = capacity / ceiling["min"]
-                        out[size]["capacity_vs_shared_ceiling"] = capacity / ceiling["shared"]
+                    if ceilings:
+                        ceiling = mean_ceiling(*ceilings)
+                        capacity = scaled(figures.capacity.sustained_per_s, 1)
+                        figures = replace(
+                            figures,
+                            ceiling=ceiling,
+                            capacity_vs_ceiling=capacity / scaled(ceiling.min, 1),
+                            capacity_vs_shared_ceiling=capacity / scaled(ceiling.shared, 1),
+                        )
+                    if size == "large":
+                        out = replace(out, large=figures)
+                    else:
+                        out = replace(out, small=figures)
         finally:
             await serve.stop()
             await delete_topics(ctx.bootstrap, topics)
@@ -226,7 +213,7 @@ async def _run_size(
     loads: tuple[float, ...],
     config: Config,
     reference_capacity: float | None = None,
-) -> dict[str, Any]:
+) -> tuple[SizeFigures, list[Ceiling]]:
     urls = site.photo_urls(size)
     # Warm-up: also a rough rate (from the first send, so an underestimate) to size the burst.
     warm = await pub.burst(urls, config.warmup_events, f"{size}-warm")
@@ -241,12 +228,16 @@ async def _run_size(
 
     ceilings = []
     if config.ceiling_seconds > 0:
-        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
+        ceilings.append(
+            await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
+        )
     capacity = await _measured(serve, reader, pub, cpu, burst, config.timeout_s)
     if config.ceiling_seconds > 0:
-        ceilings.append(await measure_ceiling(site, variant, size, config.ceiling_seconds))
-    rate_100 = reference_capacity or capacity["sustained_per_s"]
-    phases: dict[str, Any] = {}
+        ceilings.append(
+            await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
+        )
+    rate_100 = reference_capacity or scaled(capacity.sustained_per_s, 1)
+    phases: dict[str, Phase] = {}
     for load in loads:
         rate = load * rate_100
         n = _clamp(rate * config.phase_seconds, config.min_events, config.max_events)
@@ -257,9 +248,8 @@ async def _run_size(
         phase = await _measured(
             serve, reader, pub, cpu, steady, config.timeout_s + config.phase_seconds * 4
         )
-        phase["offered_per_s"] = rate
-        phases[str(int(load * 100))] = phase
-    return {"capacity": capacity, "loads": phases, "ceilings": ceilings}
+        phases[str(int(load * 100))] = replace(phase, offered_per_s=rate)
+    return SizeFigures(capacity=capacity, loads=phases), ceilings
 
 
 async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
@@ -267,47 +257,45 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
     if ctx.bootstrap is None:
         raise RuntimeError("the stream scenario needs a Kafka broker")
     result: dict[str, Any] = {"config": asdict(config), "batch_delay_s": BATCH_DELAY_S}
-    done: dict[str, Any] = {}
+    done: dict[str, StreamVariant] = {}
     for variant in config.variants:
         done[variant.name] = await run_variant(ctx, variant, config, done)
-    result["variants"] = done
+    result["variants"] = {name: to_json(v) for name, v in done.items()}
     return result
 
 
-def base_variants(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def base_variants(result: dict[str, Any]) -> dict[str, StreamVariant]:
     """The variants that run the service as configured by default, by backend name."""
-    return {n: v for n, v in result["variants"].items() if not v["env"] and n == v["backend"]}
+    return {n: v for n, v in stream_variants(result).items() if not v.env and n == v.backend}
 
 
 def summary(result: dict[str, Any]) -> list[str]:
     lines = ["stream: capacity (images/s) and end-to-end latency p50/p95/p99 (ms) by load"]
-    for name, per_size in result["variants"].items():
-        for size in SIZES:
-            if size not in per_size:
-                continue
-            data = per_size[size]
-            cap = data["capacity"]
+    for name, variant in stream_variants(result).items():
+        for size, data in variant.sizes():
+            cap = data.capacity
             lines.append(
-                f"  {name:<18} {size:<5} capacity {fmt(cap['sustained_per_s'], 1)}/s, consumer "
-                f"{fmt(cap['consumer_cpu_ms_per_image'], 1)} CPU-ms/image (busy: ours "
-                f"{fmt(cap['cpu']['ours_busy'] * 100, 0)}%, machine "
-                f"{fmt(cap['cpu']['machine_busy'] * 100, 0)}%)"
+                f"  {name:<18} {size:<5} capacity {fmt(cap.sustained_per_s, 1)}/s, consumer "
+                f"{fmt(cap.consumer_cpu_ms_per_image, 1)} CPU-ms/image (busy: ours "
+                f"{fmt(scaled(cap.cpu.get('ours_busy'), 100), 0)}%, machine "
+                f"{fmt(scaled(cap.cpu.get('machine_busy'), 100), 0)}%)"
             )
-            if "ceiling" in data:
-                c = data["ceiling"]
+            if data.ceiling is not None:
+                c = data.ceiling
                 lines.append(
-                    f"    side-by-side ceiling: decode {fmt(c['decode'], 0)}/s, inference "
-                    f"{fmt(c['inference'], 0)}/s -> min {fmt(c['min'], 0)}/s "
-                    f"(capacity {fmt(data['capacity_vs_ceiling'] * 100, 0)}%), shared "
-                    f"{fmt(c['shared'], 0)}/s ({fmt(data['capacity_vs_shared_ceiling'] * 100, 0)}%)"
+                    f"    side-by-side ceiling: decode {fmt(c.decode, 0)}/s, inference "
+                    f"{fmt(c.inference, 0)}/s -> min {fmt(c.min, 0)}/s "
+                    f"(capacity {fmt(scaled(data.capacity_vs_ceiling, 100), 0)}%), shared "
+                    f"{fmt(c.shared, 0)}/s "
+                    f"({fmt(scaled(data.capacity_vs_shared_ceiling, 100), 0)}%)"
                 )
-            for load, phase in data["loads"].items():
-                lat = phase["latency_s"]
+            for load, phase in data.loads.items():
+                lat = phase.latency_s
                 lines.append(
-                    f"    {load:>3}%: offered {fmt(phase['offered_per_s'], 1)}/s achieved "
-                    f"{fmt(phase['achieved_per_s'], 1)}/s  p50 {fmt(lat['p50'] * 1000, 0)} "
-                    f"p95 {fmt(lat['p95'] * 1000, 0)} p99 {fmt(lat['p99'] * 1000, 0)} "
-                    f"(bound {fmt(phase['p99_bound_s'] * 1000, 0)})  batch "
-                    f"{fmt(phase['mean_batch'], 1)}"
+                    f"    {load:>3}%: offered {fmt(phase.offered_per_s, 1)}/s achieved "
+                    f"{fmt(phase.achieved_per_s, 1)}/s  p50 {fmt(scaled(lat.p50), 0)} "
+                    f"p95 {fmt(scaled(lat.p95), 0)} p99 {fmt(scaled(lat.p99), 0)} "
+                    f"(bound {fmt(scaled(phase.p99_bound_s), 0)})  batch "
+                    f"{fmt(phase.mean_batch, 1)}"
                 )
     return lines

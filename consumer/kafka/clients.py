@@ -56,10 +56,6 @@ class GroupConsumer(Protocol):
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None: ...
 
-    async def topics(self) -> set[str]:
-        """Every topic the cluster lists (a fresh metadata request)."""
-        ...
-
 
 class Producer(Protocol):
     """The part of `AIOKafkaProducer` the delivery strategies use."""
@@ -90,7 +86,8 @@ class Producer(Protocol):
 
 
 class TopicAdmin(Protocol):
-    """The part of `AIOKafkaAdminClient` the member uses: reading its topics' limits."""
+    """The part of `AIOKafkaAdminClient` the member uses: its topics' limits, and whether a topic
+    exists."""
 
     async def start(self) -> None: ...
 
@@ -99,6 +96,8 @@ class TopicAdmin(Protocol):
     async def describe_configs(
         self, config_resources: list[ConfigResource], include_synonyms: bool = False
     ) -> list[Any]: ...
+
+    async def list_topics(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)

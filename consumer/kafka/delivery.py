@@ -87,6 +87,11 @@ class AtLeastOnceDelivery:
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
+    @property
+    def sending(self) -> int:
+        """Outcomes produced (or being resent) whose acknowledgement has not come yet."""
+        return len(self._acks)
+
     async def _deliver(self, outcome: Outcome) -> None:
         ref = outcome.ref
         candidate: Outcome | None = self._guard.fit(outcome)

@@ -9,6 +9,8 @@ listed here, by type; anything not listed is resent, which loses nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from enum import Enum
@@ -37,10 +39,12 @@ from aiokafka.errors import (
     UnsupportedForMessageFormatError,
 )
 
-from consumer.kafka.clients import GroupConsumer
+from consumer.kafka.clients import TopicAdmin
 from consumer.kafka.outcomes import Outcome
 
 log = structlog.get_logger(__name__)
+
+_ASK_TIMEOUT_S = 15.0
 
 
 class Verdict(Enum):
@@ -127,14 +131,21 @@ class Refused(Exception):
 TopicMissing = Callable[[str], Awaitable[bool]]
 
 
-def missing_topics_via(consumer: GroupConsumer) -> TopicMissing:
-    """A `TopicMissing` asking the cluster's metadata through `consumer`."""
+def missing_topics_via(admin: Callable[[], TopicAdmin]) -> TopicMissing:
+    """A `TopicMissing` asking the cluster's metadata with a short-lived admin client (asked
+    rarely: only after aiokafka waited `request_timeout_ms` for a topic's metadata)."""
 
     async def missing(topic: str) -> bool:
+        client = admin()
         try:
-            return topic not in await consumer.topics()
-        except KafkaError:
+            async with asyncio.timeout(_ASK_TIMEOUT_S):
+                await client.start()
+                return topic not in await client.list_topics()
+        except (KafkaError, OSError, TimeoutError):
             return False  # the broker did not answer: nothing is known to be missing
+        finally:
+            with contextlib.suppress(Exception):
+                await client.close()
 
     return missing
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.clients import (
     PRODUCER_MAX_REQUEST_BYTES,
     KafkaClients,
+    client_options,
     describe_connection,
     member_options,
     result_producer_options,
@@ -107,7 +109,7 @@ class KafkaService:
         self.producer = clients.producer(**result_producer_options(settings))
         limits = RecordLimits(PRODUCER_MAX_REQUEST_BYTES)
         self.guard = OutcomeGuard(limits, settings.dlq_topic, model.name, metrics)
-        missing = missing_topics_via(self.consumer)
+        missing = missing_topics_via(functools.partial(clients.admin, **client_options(settings)))
         self.delivery: Delivery = (
             ExactlyOnceDelivery(self.producer, settings.group_id, metrics, self.guard, missing)
             if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
@@ -116,6 +118,16 @@ class KafkaService:
         loaded: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
         loaded.set_result(model)
         self.pipeline: Pipeline = runtime.pipeline(loaded, self._on_result, observer=metrics)
+
+    @property
+    def owned(self) -> frozenset[TopicPartition]:
+        """The partitions assigned to this member now."""
+        return frozenset(self._owned)
+
+    @property
+    def in_flight(self) -> int:
+        """Records received whose outcome is not yet durable (what backpressure bounds)."""
+        return self._in_flight()
 
     # --- lifecycle -----------------------------------------------------------------------
 

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
+from bench import report
 from bench.common import BenchContext
+from bench.records import cold_ratios
 from bench.runner import run_scenario, summarize
 from bench.scenarios import cold
-from tests.support.models import TF_AVAILABLE
+from consumer.testing.models import TF_AVAILABLE
 
 pytestmark = [pytest.mark.tf, pytest.mark.skipif(not TF_AVAILABLE, reason="no TensorFlow")]
 
@@ -42,3 +44,11 @@ async def test_cold_compares_birdwatch_with_the_naive_baseline(bench_ctx: BenchC
     lines = summarize(bench_ctx.out_dir, ["cold"])
     assert any("speed-up birdwatch-litert" in line for line in lines)
     assert any("TensorFlow not imported" in line for line in lines)
+    # The report reads the same result back as typed records.
+    ratios_read = cold_ratios(saved)["litert"]
+    assert ratios_read.vs_critical_path is not None
+    assert ratios_read.vs_critical_path.median == ratios["vs_critical_path"]["median"]
+    table = "\n".join(report.markdown(bench_ctx.out_dir))
+    assert "| birdwatch-litert |" in table
+    assert "critical path parts" in table
+    assert "### targets" in table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 
@@ -13,6 +14,7 @@ from PIL import Image
 from bench import targets
 from bench.decoding import decode_with_draft, decode_without_draft
 from bench.procs import cpu_shares, parse_proc_stat_busy_s, parse_stat_cpu_s, parse_status_kib
+from bench.records import ColdRatios, CriticalPath, Range, to_json
 from bench.scenarios.cold import Config as ColdConfig
 from bench.scenarios.cold import round_order, variants
 from bench.stats import (
@@ -116,12 +118,14 @@ def test_cold_rounds_rotate_every_variant_through_every_slot() -> None:
 
 
 def test_target_checks() -> None:
+    ratios = ColdRatios(vs_original=Range(20.0, 18.0, 22.0, 3))
     cold = {
-        "ratios": {"litert": {"vs_original": {"median": 20.0}}},
+        "ratios": {"litert": to_json(ratios)},
         "variants": {"birdwatch-litert": {"wall_s": {"median": 1.2}}},
         "litert_imports_tensorflow": False,
     }
-    limits = {"critical_path": {"litert": {"total_s": 1.0}}}
+    path = CriticalPath(0.1, 0.5, 0.3, 0.4, 1.0, "model")
+    limits = {"critical_path": {"litert": to_json(path)}}
     checks = targets.all_checks({"cold": cold, "limits": limits})
     assert [c.met for c in checks] == [True, True, True]
     assert targets.is_flat(9.0, 100.0)
@@ -167,3 +171,21 @@ def test_settled_growth_compares_the_thirds_after_warm_up() -> None:
     ]
     assert settled_growth_mib(samples, (0.0, 40.0), 0.3) == pytest.approx(30.0, abs=1.0)
     assert math.isnan(settled_growth_mib(samples[:2], (0.0, 40.0), 0.3))
+
+
+def test_records_round_trip_and_reject_a_missing_key() -> None:
+    from pydantic import ValidationError
+
+    from bench.common import machine
+    from bench.records import Link, RunInfo, from_json
+
+    path = CriticalPath(0.1, 0.5, 0.3, 0.4, 1.0, "model")
+    assert from_json(CriticalPath, json.loads(json.dumps(to_json(path)))) == path
+    assert path.part("total_s") == 1.0
+    with pytest.raises(KeyError):
+        path.part("bound_by")
+    with pytest.raises(ValidationError):
+        from_json(CriticalPath, {"total_s": 1.0})
+    info = RunInfo("cold", 2.0, (0.5, 0.4, 0.3), machine(), Link(0.05, 1e8))
+    saved = json.loads(json.dumps({"variants": {}, **to_json(info)}))
+    assert RunInfo.of(saved) == info

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.inputs import PhotoRecipe, make_photos, write_standin_archive, write_tar_gz
+from bench.inputs import PhotoRecipe, make_photos, write_standin_archive
+from consumer.testing.archives import write_tar_gz
+from consumer.testing.models import TF_AVAILABLE
 from tests.bench.conftest import TINY_RECIPE, write_source_photos
-from tests.support.models import TF_AVAILABLE
 
 
 def test_photos_are_resized_as_the_recipe_says_and_reused(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 from bench.common import BenchContext
 from bench.runner import run_scenario
 from bench.scenarios import limits
-from tests.support.models import TF_AVAILABLE
+from consumer.testing.models import TF_AVAILABLE
 
 pytestmark = [pytest.mark.tf, pytest.mark.skipif(not TF_AVAILABLE, reason="no TensorFlow")]
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench import naive
 from bench.common import Backend, BenchContext
-from tests.support.models import BLUE_CLASS, RED_CLASS, TF_AVAILABLE
+from consumer.testing.models import BLUE_CLASS, RED_CLASS, TF_AVAILABLE
 
 
 @pytest.mark.parametrize(

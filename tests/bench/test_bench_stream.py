@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import report
 from bench.common import BenchContext
 from bench.runner import run_scenario
 from bench.scenarios import stream
@@ -49,3 +50,7 @@ async def test_stream_reports_capacity_latency_and_stages(kafka_ctx: BenchContex
     assert (kafka_ctx.out_dir / "stream.png").stat().st_size > 0
     assert (kafka_ctx.out_dir / "stream_stages.png").stat().st_size > 0
     assert stream.summary(result)
+    # The report and the targets read the saved result back as typed records.
+    table = "\n".join(report.markdown(kafka_ctx.out_dir))
+    assert "| litert | small |" in table
+    assert "stream litert small: p99 at 50% load" in table

@@ -15,21 +15,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from consumer.config import Settings
-from tests.conftest import LoopbackServer, TinyModels
-from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    Names,
-    ServeProcess,
+from consumer.testing.topics import (
     TopicReader,
-    create_service_topics,
+    Topics,
+    create_topics,
     produce_events,
     read_topic,
     results_of,
-    serve_env,
-    serve_model,
-    unique_names,
-    wait_until,
 )
+from consumer.testing.waiting import wait_until
+from tests.conftest import LoopbackServer, TinyModels
+from tests.images import RED, solid_jpeg
+from tests.kafka_support import ServeProcess, serve_env, serve_model
 
 SettingsFactory = Callable[..., Settings]
 Result = dict[str, Any]
@@ -50,7 +47,7 @@ class ServiceSetup:
     """One test's topics and group on a broker, and the tiny model on the loopback server."""
 
     bootstrap: str
-    names: Names
+    names: Topics
     model: dict[str, str]
     make_settings: SettingsFactory
 
@@ -141,9 +138,9 @@ async def set_up_service(
     partitions: int | None = None,
 ) -> ServiceSetup:
     """Fresh names (and, given `partitions`, their topics) and the tiny model on `server`."""
-    names = unique_names(prefix)
+    names = Topics.unique(prefix)
     if partitions is not None:
-        await create_service_topics(bootstrap, names, partitions)
+        await create_topics(bootstrap, names.names, partitions)
     return ServiceSetup(bootstrap, names, serve_model(server, models), make_settings)
 
 

@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from consumer import cli
+from consumer.testing.models import BLUE_CLASS, GREEN_CLASS, GREY_CLASS, RED_CLASS
 from tests.conftest import LoopbackServer, TinyModels
 from tests.images import BLUE, GREEN, GREY, HTML_PAGE, RED, solid_jpeg, solid_png
-from tests.support.models import BLUE_CLASS, GREEN_CLASS, GREY_CLASS, RED_CLASS
 
 
 def serve_model(

@@ -1,4 +1,5 @@
-"""The pipeline with injected fakes: fetcher, decoder and model are in-memory."""
+"""The pipeline with injected fakes: fetcher, decoder and model are in-memory, and time is a
+`FakeClock` the tests advance, so no test depends on a real sleep being long enough."""
 
 from __future__ import annotations
 
@@ -6,73 +7,39 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from consumer.images.errors import ImageError
-from consumer.model.backend import LoadedModel
-from consumer.model.errors import ModelError
+from consumer.model import LoadedModel, ModelError
 from consumer.pipeline import Pipeline, PipelineConfig, WorkItem
+from consumer.testing import (
+    CLASSES,
+    LABELS,
+    FakeClassifier,
+    FakeClock,
+    FakeFetcher,
+    decode_marker,
+    fake_model,
+    settle,
+    wait_until,
+)
 from schemas import ErrorCode, ImageEvent, PredictionResult
 
-CLASSES = 6
-LABELS = [f"bird-{i}" for i in range(CLASSES)]
 
-
-class FakeFetcher:
-    """Serves bytes per URL; 'fail:CODE' URLs raise, 'slow:S' URLs wait S seconds."""
+class Stages:
+    """A StageObserver that counts the stages noted so far."""
 
     def __init__(self) -> None:
-        self.calls: list[str] = []
+        self.counts: dict[str, int] = {}
 
-    async def fetch(self, url: str) -> bytes:
-        self.calls.append(url)
-        name = url.rsplit("/", 1)[-1]
-        if name.startswith("fail-"):
-            raise ImageError(ErrorCode(name.removeprefix("fail-")), f"fake failure {name}")
-        if name.startswith("crash"):
-            raise RuntimeError("unexpected bug")
-        if name.startswith("slow-"):
-            await asyncio.sleep(float(name.removeprefix("slow-")))
-        return name.encode()
+    def stage(self, name: str, seconds: float) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
 
-
-def fake_decode(data: bytes) -> NDArray[np.uint8]:
-    """Encodes the wanted class in the first pixel: 'cls3' -> class 3."""
-    text = data.decode()
-    cls = int(text[text.index("cls") + 3]) if "cls" in text else 0
-    image = np.zeros((224, 224, 3), dtype=np.uint8)
-    image[0, 0, 0] = cls
-    return image
-
-
-@dataclass
-class FakeClassifier:
-    backend: str = "fake"
-    num_classes: int = CLASSES
-    batch_sizes: list[int] = field(default_factory=list)
-    fail: bool = False
-    threads: set[str] = field(default_factory=set)
-
-    def predict(self, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
-        self.threads.add(threading.current_thread().name)
-        self.batch_sizes.append(batch.shape[0])
-        if self.fail:
-            raise RuntimeError("backend exploded")
-        probs = np.full((batch.shape[0], CLASSES), 0.01, dtype=np.float32)
-        for row, image in enumerate(batch):
-            cls = int(image[0, 0, 0])
-            probs[row, cls] = 0.9
-            probs[row, (cls + 1) % CLASSES] = 0.05
-            probs[row, (cls + 2) % CLASSES] = 0.03
-        return probs
-
-
-def loaded(classifier: FakeClassifier) -> LoadedModel:
-    return LoadedModel("fake-model", classifier, LABELS, 0.0, 0.0, 0, True)
+    def batch(self, size: int, seconds: float) -> None:
+        return None
 
 
 @dataclass
@@ -81,6 +48,9 @@ class Harness:
     results: list[tuple[WorkItem, PredictionResult]]
     classifier: FakeClassifier
     fetcher: FakeFetcher
+    clock: FakeClock
+    stages: Stages
+    model_gate: asyncio.Event
 
     def by_id(self) -> dict[str, PredictionResult]:
         return {r.id: r for _, r in self.results}
@@ -94,19 +64,24 @@ async def make_pipeline() -> Callable[..., Harness]:
     def build(
         max_batch_size: int = 4,
         max_batch_delay_s: float = 0.05,
-        model_delay_s: float = 0.0,
+        model_waits: bool = False,
         model_error: Exception | None = None,
         classifier: FakeClassifier | None = None,
     ) -> Harness:
         results: list[tuple[WorkItem, PredictionResult]] = []
         clf = classifier or FakeClassifier()
-        fetcher = FakeFetcher()
+        clock = FakeClock()
+        fetcher = FakeFetcher(clock)
+        stages = Stages()
+        model_gate = asyncio.Event()
+        if not model_waits:
+            model_gate.set()
 
         async def model() -> LoadedModel:
-            await asyncio.sleep(model_delay_s)
+            await model_gate.wait()
             if model_error is not None:
                 raise model_error
-            return loaded(clf)
+            return fake_model(clf)
 
         async def sink(item: WorkItem, result: PredictionResult) -> None:
             results.append((item, result))
@@ -116,15 +91,17 @@ async def make_pipeline() -> Callable[..., Harness]:
         pools.extend([decode_pool, inference_pool])
         pipeline = Pipeline(
             fetcher,
-            fake_decode,
+            decode_marker,
             model,
             sink,
             decode_pool,
             inference_pool,
             PipelineConfig("fake-model", max_batch_size, max_batch_delay_s),
+            observer=stages,
+            clock=clock,
         )
         pipelines.append(pipeline)
-        return Harness(pipeline, results, clf, fetcher)
+        return Harness(pipeline, results, clf, fetcher, clock, stages, model_gate)
 
     yield build  # type: ignore[misc]
     for p in pipelines:
@@ -203,15 +180,16 @@ async def test_inference_failure_yields_internal_errors_and_pipeline_continues(
 async def test_images_are_prepared_while_the_model_loads(
     make_pipeline: Callable[..., Harness],
 ) -> None:
-    h = make_pipeline(max_batch_size=8, model_delay_s=0.2)
+    h = make_pipeline(max_batch_size=8, model_waits=True)
     for i in range(5):
         h.pipeline.submit(event(i))
-    await asyncio.sleep(0.1)
-    # All five were fetched before the model was there...
+    # All five are fetched and decoded before the model is there...
+    await wait_until(lambda: h.stages.counts.get("decode") == 5, 5, "five decoded", step=0.005)
     assert len(h.fetcher.calls) == 5
     assert h.results == []
+    h.model_gate.set()
     await h.pipeline.drain()
-    # ...and ran as one batch once it arrived.
+    # ...and run as one batch once it arrives.
     assert h.classifier.batch_sizes == [5]
 
 
@@ -228,30 +206,44 @@ async def test_batch_closes_at_its_deadline_while_more_are_coming(
     make_pipeline: Callable[..., Harness],
 ) -> None:
     h = make_pipeline(max_batch_size=32, max_batch_delay_s=0.05)
+    h.fetcher.serve("http://img.test/slow", b"cls2", delay_s=0.5)
     h.pipeline.submit(event(1))
-    h.pipeline.submit(event(2, "slow-0.5"))
-    await asyncio.sleep(0.3)
+    h.pipeline.submit(event(2, "slow"))
+    # The slow download and the batch's deadline both wait on the clock.
+    await wait_until(lambda: h.clock.pending == 2, 5, "two waits", step=0.005)
+    await h.clock.advance(0.049)
+    await settle()
+    assert h.results == []  # before the deadline, the batch stays open
+    await h.clock.advance(0.001)
     # The fast image did not wait for the slow one: its batch closed at the deadline.
+    await wait_until(lambda: len(h.results) == 1, 5, "the first result", step=0.005)
     assert [r.id for _, r in h.results] == ["e1"]
+    await h.clock.advance(0.45)
     await h.pipeline.drain()
     assert h.classifier.batch_sizes == [1, 1]
+    assert h.results[1][1].timings_ms["fetch"] == 500.0  # measured on the same clock
 
 
 async def test_lone_image_does_not_wait_for_the_deadline(
     make_pipeline: Callable[..., Harness],
 ) -> None:
+    # The clock never moves: a batch closing only at its deadline would never close.
     h = make_pipeline(max_batch_size=32, max_batch_delay_s=5.0)
     h.pipeline.submit(event(1))
-    await asyncio.wait_for(h.pipeline.drain(), timeout=2.0)
+    await asyncio.wait_for(h.pipeline.drain(), timeout=5.0)
     assert h.by_id()["e1"].status == "ok"
+    assert h.clock.now() == 0.0
 
 
 async def test_last_failure_wakes_a_waiting_batch(make_pipeline: Callable[..., Harness]) -> None:
     h = make_pipeline(max_batch_size=32, max_batch_delay_s=5.0)
+    h.fetcher.serve("http://img.test/slow", b"cls2", delay_s=0.1)
     h.pipeline.submit(event(1))
-    h.pipeline.submit(event(2, "slow-0.1"))
+    h.pipeline.submit(event(2, "slow"))
     h.pipeline.submit(event(3, "fail-timeout"))
-    await asyncio.wait_for(h.pipeline.drain(), timeout=2.0)
+    await wait_until(lambda: h.clock.pending >= 1, 5, "the slow download", step=0.005)
+    await h.clock.advance(0.1)  # far from the 5 s deadline
+    await asyncio.wait_for(h.pipeline.drain(), timeout=5.0)
     assert {r.id: r.status for _, r in h.results} == {"e1": "ok", "e2": "ok", "e3": "error"}
 
 
@@ -265,8 +257,8 @@ async def test_in_flight_counts_until_the_sink_returns(
     make_pipeline: Callable[..., Harness],
 ) -> None:
     h = make_pipeline()
-    h.pipeline.submit(event(1, "slow-0.1"))
-    h.pipeline.submit(event(2, "slow-0.1"))
+    h.pipeline.submit(event(1))
+    h.pipeline.submit(event(2))
     assert h.pipeline.in_flight == 2
     await h.pipeline.drain()
     assert h.pipeline.in_flight == 0
@@ -289,7 +281,7 @@ async def test_raw_bytes_held_are_bounded_when_decoding_falls_behind() -> None:
         threading.Event().wait(0.02)
         with lock:
             active["now"] -= 1
-        return fake_decode(data)
+        return decode_marker(data)
 
     results: list[PredictionResult] = []
 
@@ -297,7 +289,7 @@ async def test_raw_bytes_held_are_bounded_when_decoding_falls_behind() -> None:
         results.append(result)
 
     async def model() -> LoadedModel:
-        return loaded(FakeClassifier())
+        return fake_model(FakeClassifier())
 
     with ThreadPoolExecutor(1) as decode_pool, ThreadPoolExecutor(1) as inference_pool:
         pipeline = Pipeline(

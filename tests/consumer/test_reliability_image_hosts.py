@@ -14,11 +14,12 @@ from collections import Counter
 import pytest
 from structlog.testing import capture_logs
 
+from consumer.testing.models import RED_CLASS
+from consumer.testing.waiting import free_port, wait_until
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import ServiceSetupFactory, red_image
-from tests.kafka_support import InProcessService, free_port, wait_until
+from tests.kafka_support import InProcessService
 from tests.reliability_support import FaultyHost, record_figures
-from tests.support.models import RED_CLASS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -68,12 +69,12 @@ async def test_bad_image_hosts_fail_their_images_alone_without_a_rebalance(
             service = await InProcessService.start(settings)
             try:
                 await wait_until(lambda: len(service.owned) == 3, 60, "the partitions assigned")
-                rebalances_before = service.metrics.rebalances._value.get()
+                rebalances_before = service.sample("birdwatch_rebalances_total")
                 owned_before = service.owned
                 joined_at = len(logs)  # log lines of the initial join come before this
                 await setup.produce_events(events)
                 await setup.wait_for_results((eid for eid, _ in events), timeout_s=120)
-                rebalances_after = service.metrics.rebalances._value.get()
+                rebalances_after = service.sample("birdwatch_rebalances_total")
                 owned_after = service.owned
                 assert service.task is not None
                 assert not service.task.done()

@@ -18,7 +18,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.kafka_support import BIRDWATCH, free_port
+from consumer.testing.serve import BIRDWATCH
+from consumer.testing.waiting import free_port
 from tests.reliability_support import FaultyHost, child_env, record_figures
 
 pytestmark = pytest.mark.slow

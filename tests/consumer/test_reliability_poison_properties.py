@@ -12,10 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumer.testing.topics import TopicReader, produce, results_of
+from consumer.testing.waiting import wait_until
 from schemas import InvalidEventError, parse_event
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import ServiceSetupFactory, red_image
-from tests.kafka_support import InProcessService, TopicReader, produce, results_of, wait_until
+from tests.kafka_support import InProcessService
 
 pytestmark = pytest.mark.kafka
 

@@ -11,19 +11,13 @@ import pytest
 
 from consumer.config import SECRETS_DIR_VARIABLE, SettingsError, load_settings
 from consumer.kafka.clients import client_options, describe_connection
+from consumer.testing.broker import JAVA, ScriptBroker, default_home
+from consumer.testing.topics import TopicReader, Topics, create_topics, produce_events
+from consumer.testing.waiting import wait_until
 from tests.conftest import LoopbackServer, TinyModels
 from tests.images import RED, solid_jpeg
-from tests.kafka_support import (
-    ServeProcess,
-    TopicReader,
-    create_service_topics,
-    produce_events,
-    serve_env,
-    serve_model,
-    unique_names,
-    wait_until,
-)
-from tests.reliability_support import JAVA, SHARED_KAFKA_HOME, SaslBroker, record_figures
+from tests.kafka_support import ServeProcess, serve_env, serve_model
+from tests.reliability_support import record_figures
 
 # Distinctive, plain ASCII: any rendering of it (repr, JSON, str) would contain it verbatim.
 PASSWORD = "pw-Zq8xV4-birdwatch-never-log-7731"
@@ -51,15 +45,15 @@ def leaks(text: str, password: str = PASSWORD) -> list[str]:
 @pytest.fixture(scope="module")
 def sasl_broker(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
-) -> Iterator[SaslBroker]:
+) -> Iterator[ScriptBroker]:
     """A real broker that authenticates USERNAME/PASSWORD with SASL/PLAIN.
 
     Asks for the session broker first: started by scripts/kafka, it resolves the jars this one
     reuses (on a fresh clone they do not exist before that).
     """
-    if JAVA is None or not (SHARED_KAFKA_HOME / "libs" / ".resolved").exists():
+    if JAVA is None or not (default_home() / "libs" / ".resolved").exists():
         pytest.skip("the SASL broker needs Java and the jars scripts/kafka resolves")
-    broker = SaslBroker(tmp_path_factory.mktemp("sasl-kafka"), {USERNAME: PASSWORD})
+    broker = ScriptBroker.private(tmp_path_factory.mktemp("sasl-kafka"), {USERNAME: PASSWORD})
     broker.start()
     try:
         yield broker
@@ -71,7 +65,7 @@ def sasl_broker(
 @pytest.mark.parametrize("case", ["environment", "secrets_dir", "rejected"])
 async def test_a_debug_serve_run_never_logs_the_sasl_password(
     case: str,
-    sasl_broker: SaslBroker,
+    sasl_broker: ScriptBroker,
     http_server: LoopbackServer,
     tiny_models: TinyModels,
     tmp_path: Path,
@@ -79,9 +73,9 @@ async def test_a_debug_serve_run_never_logs_the_sasl_password(
     """`birdwatch serve` with DEBUG logs (the Kafka client's too) authenticates with SASL/PLAIN
     against a real broker, or is refused with a wrong password and keeps retrying: the password
     it holds shows nowhere in its output."""
-    names = unique_names("secret")
-    plaintext = sasl_broker.plaintext_bootstrap
-    await create_service_topics(plaintext, names, partitions=1)
+    names = Topics.unique("secret")
+    plaintext = sasl_broker.bootstrap
+    await create_topics(plaintext, names.names, partitions=1)
     model = serve_model(http_server, tiny_models)
     env = serve_env(
         sasl_broker.sasl_bootstrap,

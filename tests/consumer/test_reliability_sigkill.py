@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from consumer.testing.models import RED_CLASS
+from consumer.testing.waiting import wait_until
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import (
     ServiceSetupFactory,
@@ -27,9 +29,8 @@ from tests.consumer.service_support import (
     ok_at_least,
     red_image,
 )
-from tests.kafka_support import InProcessService, ServeProcess, wait_until
+from tests.kafka_support import InProcessService, ServeProcess
 from tests.reliability_support import duplicates, produce_paced, record_figures
-from tests.support.models import RED_CLASS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -151,7 +152,7 @@ async def test_sigkill_and_restart_three_times_during_a_2000_event_run(
             "duplicated_visible": duplicates([r["id"] for r in visible]),
             "results_written": len(written),
             "written_but_aborted": len(written) - len(visible),
-            "survivor_rebalances": survivor.metrics.rebalances._value.get(),
+            "survivor_rebalances": survivor.sample("birdwatch_rebalances_total"),
             "stream_s": round(stream_s, 1),
             "stream_rate_per_s": RATE,
             "wall_time_s": round(wall_s, 1),

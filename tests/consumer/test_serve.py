@@ -13,7 +13,7 @@ from consumer import cli
 from consumer.config import Settings
 from consumer.kafka.serve import run_serve
 from consumer.model import ModelError
-from tests.kafka_support import free_port
+from consumer.testing.waiting import free_port
 
 
 async def test_unreachable_model_keeps_readiness_false_then_fails(
@@ -21,14 +21,18 @@ async def test_unreachable_model_keeps_readiness_false_then_fails(
 ) -> None:
     port = free_port()
     dead = f"http://127.0.0.1:{free_port()}/model.tflite"
+    # Sampled for the first 2 s of a 5 s load timeout: a busy machine stretching the sampling
+    # loop must not reach the moment the load gives up (then liveness fails, as it should).
     settings = make_settings(
-        model_url=dead, labels_url=dead + ".csv", model_load_timeout_s=2.5, http_port=port
+        model_url=dead, labels_url=dead + ".csv", model_load_timeout_s=5, http_port=port
     )
     with capture_logs() as logs:
         serving = asyncio.create_task(run_serve(settings))
         statuses: list[tuple[int, int]] = []
+        loop = asyncio.get_running_loop()
+        sample_until = loop.time() + 2
         async with aiohttp.ClientSession() as session:
-            for _ in range(20):
+            while loop.time() < sample_until:
                 await asyncio.sleep(0.1)
                 try:
                     async with (

@@ -9,17 +9,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer import cli
+from consumer.testing.models import RED_CLASS
+from consumer.testing.topics import Topics, read_topic
+from consumer.testing.waiting import wait_until
 from tests.conftest import LoopbackServer, TinyModels
 from tests.consumer.service_support import ServiceSetup, SettingsFactory, red_image
-from tests.kafka_support import (
-    InProcessService,
-    Names,
-    read_topic,
-    serve_model,
-    unique_names,
-    wait_until,
-)
-from tests.support.models import RED_CLASS
+from tests.kafka_support import InProcessService, serve_model
 
 pytestmark = pytest.mark.kafka
 
@@ -31,9 +26,9 @@ async def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, 
 
 
 @pytest.fixture
-def names(monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str) -> Names:
+def names(monkeypatch: pytest.MonkeyPatch, kafka_bootstrap: str) -> Topics:
     """Fresh topic and group names, given to the CLI through the environment."""
-    chosen = unique_names("cli")
+    chosen = Topics.unique("cli")
     monkeypatch.setenv("BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     monkeypatch.setenv("BIRDWATCH_LOG_FORMAT", "json")
     for name, value in chosen.env().items():
@@ -52,7 +47,7 @@ async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 
 async def test_topics_create_is_idempotent(
-    names: Names, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+    names: Topics, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = await run_cli(capsys, "topics", "create", "--partitions", "3")
     assert code == 0
@@ -80,7 +75,7 @@ async def test_topics_create_is_idempotent(
 
 
 async def test_publish_then_results_end_to_end(
-    names: Names,
+    names: Topics,
     kafka_bootstrap: str,
     http_server: LoopbackServer,
     tiny_models: TinyModels,
@@ -130,7 +125,7 @@ async def test_publish_then_results_end_to_end(
 
 
 async def test_publish_without_urls_is_a_usage_error(
-    names: Names, capsys: pytest.CaptureFixture[str]
+    names: Topics, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = await run_cli(capsys, "publish")
     assert code == 2
@@ -139,7 +134,7 @@ async def test_publish_without_urls_is_a_usage_error(
 
 
 async def test_topics_create_reports_what_the_broker_refuses(
-    names: Names, capsys: pytest.CaptureFixture[str]
+    names: Topics, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # One broker cannot hold 3 replicas: every topic is refused, and the command says so.
     code, out, _ = await run_cli(capsys, "topics", "create", "--replication-factor", "3")

@@ -116,9 +116,6 @@ class FakeConsumer:
         self.journal.append(f"commit {_show(plain)}")
         self.group.commit(plain, transactional=False)
 
-    async def topics(self) -> set[str]:
-        return {tp.topic for tp in self.partitions}
-
 
 @dataclass
 class FakeProducer:
@@ -199,6 +196,9 @@ class FakeAdmin:
     async def describe_configs(
         self, config_resources: list[Any], include_synonyms: bool = False
     ) -> list[Any]:
+        return []
+
+    async def list_topics(self) -> list[str]:
         return []
 
 

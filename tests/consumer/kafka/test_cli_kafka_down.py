@@ -21,7 +21,8 @@ from consumer.kafka.reach import (
     KafkaUnreachableError,
     started,
 )
-from tests.kafka_support import BIRDWATCH, free_port
+from consumer.testing.serve import BIRDWATCH
+from consumer.testing.waiting import free_port
 
 COMMANDS = [
     ["topics", "create"],

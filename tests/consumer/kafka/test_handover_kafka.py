@@ -18,9 +18,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from consumer.testing.topics import TopicReader, event_value
+from consumer.testing.waiting import wait_until
 from tests.conftest import LoopbackServer
 from tests.consumer.service_support import ServiceSetup, ServiceSetupFactory, red_image
-from tests.kafka_support import InProcessService, TopicReader, event_value, wait_until
+from tests.kafka_support import InProcessService
 
 pytestmark = pytest.mark.kafka
 

@@ -14,7 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.kafka import leave_group as protocol
 from consumer.kafka.membership import AiokafkaGroupSession, LeaveOutcome, leave_group
-from tests.kafka_support import create_topics, unique_names, wait_until
+from consumer.testing.topics import Topics, create_topics
+from consumer.testing.waiting import wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -39,7 +40,7 @@ MemberFactory = Callable[[str | None], AIOKafkaConsumer]
 @pytest.fixture
 async def group(kafka_bootstrap: str) -> AsyncIterator[tuple[str, MemberFactory]]:
     """(group id, a factory of started members of it) on a fresh 6-partition topic."""
-    names = unique_names("leave")
+    names = Topics.unique("leave")
     await create_topics(kafka_bootstrap, [names.input], PARTITIONS)
     async with AsyncExitStack() as stack:
 

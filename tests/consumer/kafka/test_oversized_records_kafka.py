@@ -20,18 +20,17 @@ from structlog.testing import capture_logs
 
 from consumer.kafka.delivery import DeliveryFailedError
 from consumer.kafka.outcomes import DLQ_FORM_HEADER, DLQ_ORIGINAL_SIZE_HEADER, DLQ_SOURCE_HEADER
-from tests.conftest import LoopbackServer
-from tests.consumer.service_support import ServiceSetup, ServiceSetupFactory, new_ids, red_image
-from tests.kafka_support import (
-    InProcessService,
-    ServeProcess,
+from consumer.testing.topics import (
     committed_offsets,
     create_topics,
     event_value,
     produce,
     read_topic,
-    wait_until,
 )
+from consumer.testing.waiting import wait_until
+from tests.conftest import LoopbackServer
+from tests.consumer.service_support import ServiceSetup, ServiceSetupFactory, new_ids, red_image
+from tests.kafka_support import InProcessService, ServeProcess
 from tests.reliability_support import record_figures
 
 pytestmark = pytest.mark.kafka

@@ -77,36 +77,44 @@ def test_an_unknown_topic_is_permanent_only_once_the_broker_says_it_is_missing()
     assert classify(KafkaTimeoutError(), topic_missing=True) is Verdict.RETRY
 
 
-class Cluster:
-    """Stands in for the consumer's metadata request."""
+class Admin:
+    """Stands in for a short-lived AIOKafkaAdminClient listing the cluster's topics."""
 
-    def __init__(self, topics: set[str] | None) -> None:
+    made = 0
+    closed = 0
+
+    def __init__(self, topics: list[str] | None) -> None:
         self._topics = topics
-        self.asked = 0
+        Admin.made += 1
 
-    async def topics(self) -> set[str]:
-        self.asked += 1
+    async def start(self) -> None:
         if self._topics is None:
-            raise KafkaConnectionError("Unable to get cluster metadata over all known brokers")
+            raise KafkaConnectionError("Unable to bootstrap")
+
+    async def list_topics(self) -> list[str]:
+        assert self._topics is not None
         return self._topics
+
+    async def close(self) -> None:
+        Admin.closed += 1
 
 
 async def test_the_broker_is_asked_whether_an_unknown_topic_exists() -> None:
-    up = Cluster({"bird-predictions"})
-    missing = missing_topics_via(up)  # type: ignore[arg-type]
+    missing = missing_topics_via(lambda: Admin(["bird-predictions"]))  # type: ignore[arg-type, return-value]
     assert await missing("bird-images.dlq") is True
     assert await missing("bird-predictions") is False
     # A broker that does not answer proves nothing: the error stays a transient one.
-    down = missing_topics_via(Cluster(None))  # type: ignore[arg-type]
+    down = missing_topics_via(lambda: Admin(None))  # type: ignore[arg-type, return-value]
     assert await down("bird-images.dlq") is False
+    assert Admin.closed == Admin.made  # each client closed, answered or not
 
     unknown = UnknownTopicOrPartitionError()
     assert await verdict_on(unknown, "bird-images.dlq", missing) is Verdict.DESTINATION
     assert await verdict_on(unknown, "bird-images.dlq", down) is Verdict.RETRY
     # Other errors do not cost a metadata request.
-    asked = up.asked
+    made = Admin.made
     assert await verdict_on(KafkaConnectionError(), "x", missing) is Verdict.RETRY
-    assert up.asked == asked
+    assert Admin.made == made
 
 
 def test_a_reason_is_one_line_with_the_type() -> None:

@@ -21,8 +21,8 @@ from consumer.kafka.service import KafkaService, ServiceState
 from consumer.metrics import Metrics
 from consumer.model import LoadedModel
 from consumer.runtime import Runtime
+from consumer.testing.waiting import wait_until
 from tests.consumer.kafka.fakes import FakeKafka
-from tests.kafka_support import wait_until
 
 TOPIC = "images"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)

@@ -12,7 +12,9 @@ from structlog.testing import capture_logs
 
 from consumer.config import Settings
 from consumer.kafka.clients import KafkaClients
+from consumer.kafka.produce_errors import missing_topics_via
 from consumer.kafka.topic_limits import parse_limits, read_topic_limits
+from consumer.testing import MemoryKafka, memory_clients
 
 
 @dataclass
@@ -97,3 +99,15 @@ def test_odd_entries_are_left_out() -> None:
         )
     ]
     assert parse_limits(responses) == {"b": 2048}
+
+
+async def test_the_in_memory_kafka_tells_its_topics_and_limits(make_settings: Any) -> None:
+    kafka = MemoryKafka()
+    kafka.create_topic("results", 1)
+    kafka.create_topic("dlq", 1)
+    kafka.max_message_bytes["dlq"] = 32_768
+    clients = memory_clients(kafka)
+    limits = await read_topic_limits(clients, make_settings(), ["results", "dlq", "absent"])
+    assert limits == {"dlq": 32_768}  # "results" keeps the broker's default: not reported
+    missing = missing_topics_via(clients.admin)
+    assert (await missing("absent"), await missing("dlq")) == (True, False)

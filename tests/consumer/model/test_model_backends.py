@@ -19,8 +19,7 @@ from consumer.model import Classifier, ModelArtifact, ModelError, ModelFetcher, 
 from consumer.model.backend import check_labels, top_k
 from consumer.model.fetch import ModelKind
 from consumer.model.labels import parse_labels
-from tests.conftest import LoopbackServer, TinyModels
-from tests.support.models import (
+from consumer.testing.models import (
     BLUE_CLASS,
     GREEN_CLASS,
     GREY_CLASS,
@@ -29,6 +28,7 @@ from tests.support.models import (
     expected_probabilities,
     expected_top1,
 )
+from tests.conftest import LoopbackServer, TinyModels
 
 RGB = tuple[int, int, int]
 COLOURS: dict[str, RGB] = {

@@ -6,7 +6,7 @@ import pytest
 
 from consumer.model import ModelError
 from consumer.model.labels import parse_labels
-from tests.support.models import GREY_CLASS, NUM_CLASSES, make_labelmap_csv
+from consumer.testing.models import GREY_CLASS, NUM_CLASSES, make_labelmap_csv
 
 # The first lines of the real AIY birds map: a header, then "background" under the last id.
 REAL_LIKE = b"""id,name

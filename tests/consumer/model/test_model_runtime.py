@@ -24,10 +24,10 @@ from consumer.model import LoadedModel, ModelError
 from consumer.model.fetch import cache_key
 from consumer.pipeline import WorkItem
 from consumer.runtime import Runtime
+from consumer.testing.models import GREY_CLASS, NUM_CLASSES, RED_CLASS
 from schemas import ImageEvent, PredictionResult
 from tests.conftest import LoopbackServer, TinyModels
 from tests.images import RED, solid_png
-from tests.support.models import GREY_CLASS, NUM_CLASSES, RED_CLASS
 
 MODEL_PATH = "/models/birds.tflite"
 LABELS_PATH = "/labels/birds.csv"

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from bench.inputs import write_tar_gz
+from consumer.testing.archives import write_tar_gz
 
 NUM_CLASSES = 965
 IMAGE_SIZE = 224
