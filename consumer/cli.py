@@ -13,31 +13,33 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import stamina
 import structlog
 from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, SettingsError, load_settings, unknown_variables
 from consumer.images.memory import return_large_frees_to_the_system
+from consumer.kafka.produce_errors import DeliveryFailedError, describe
+from consumer.kafka.reach import CONNECT_TIMEOUT_S, EXIT_KAFKA_UNAVAILABLE, KafkaUnreachableError
 from consumer.logs import configure_logging
 from consumer.model import ModelError
 
 # Exit statuses of every command (documented in --help and the README).
 EXIT_OK = 0
-# classify/publish: some images or URLs failed (the others were done); serve: Kafka refused
-# the member's writes (e.g. it was fenced).
+# classify/publish: some images or URLs failed (the others were done); topics create: a topic
+# was refused; serve: Kafka refused the member's writes (e.g. it was fenced).
 EXIT_SOME_FAILED = 1
 # A configuration, usage or model error: nothing was done.
 EXIT_USAGE = 2
-# A Kafka command could not reach the brokers (BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS).
-EXIT_KAFKA_UNREACHABLE = 3
+# publish, results, topics create: the brokers (BIRDWATCH_KAFKA_BOOTSTRAP_SERVERS) cannot be
+# reached, or refused the command.
 EXIT_INTERRUPTED = 130
 EXIT_STATUSES = f"""exit status:
   {EXIT_OK}    done: every image classified, every event published, a graceful stop
-  {EXIT_SOME_FAILED}    some images or URLs failed (classify, publish: the others were done);
-       Kafka refused the member's writes (serve, e.g. fenced by another member)
-  {EXIT_USAGE}    configuration, usage or model error: nothing was done
-  {EXIT_KAFKA_UNREACHABLE}    Kafka unreachable (serve, topics, publish, results)
+  {EXIT_SOME_FAILED}    some inputs failed: images not classified (classify), URLs not valid
+       (publish), topics refused (topics create); serve: Kafka refused the member's writes
+  {EXIT_USAGE}    configuration, usage or model error: nothing was done (one line on stderr)
+  {EXIT_KAFKA_UNAVAILABLE}    Kafka unreachable (publish, results, topics create: one line on
+       stderr, within {CONNECT_TIMEOUT_S:g} s) or the command was refused
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 _IMPORTED_AT = time.perf_counter()
 
@@ -100,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "BIRDWATCH_RESULTS_TOPIC (unparseable records go to BIRDWATCH_DLQ_TOPIC). Serves "
         "/healthz, /readyz and /metrics on BIRDWATCH_HTTP_PORT. Stops gracefully on SIGTERM or "
         "SIGINT. Exit status: 0 after a graceful stop, 1 when Kafka refused the member's writes "
-        "(e.g. it was fenced), 2 on a configuration or model error, 3 when Kafka cannot be "
-        "reached.",
+        "(e.g. it was fenced), 2 on a configuration or model error. While Kafka cannot be "
+        "reached it keeps retrying.",
     )
 
     topics = sub.add_parser(
@@ -112,7 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
     create = topics_sub.add_parser(
-        "create", help="create the input, results and DLQ topics if missing (idempotent)"
+        "create",
+        help="create the input, results and DLQ topics if missing (idempotent)",
+        description="Create BIRDWATCH_INPUT_TOPIC, BIRDWATCH_RESULTS_TOPIC and BIRDWATCH_DLQ_TOPIC "
+        f"if missing. Exit status 1 when the broker refuses some topic, {EXIT_KAFKA_UNAVAILABLE} "
+        "when Kafka cannot be reached.",
     )
     create.add_argument("--partitions", type=_positive, default=6, help="default: 6")
     create.add_argument("--replication-factor", type=_positive, default=1, help="default: 1")
@@ -121,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "publish",
         help="publish ImageEvents for image URLs to the input topic",
         description="Produce one ImageEvent per URL, with a generated id. Exit status 1 when "
-        "some URL is not a valid http(s) URL (the others are published), 3 when Kafka cannot "
-        "be reached.",
+        "some URL is not a valid http(s) URL (the others are published), "
+        f"{EXIT_KAFKA_UNAVAILABLE} when Kafka cannot be reached.",
     )
     _add_url_inputs(publish)
     publish.add_argument(
@@ -134,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print results from the results topic as they arrive",
         description="Follow the results topic (read_committed in exactly_once mode) and print "
         "each result; stops after --max results or --timeout seconds without a new one. Exit "
-        "status: 0, or 3 when Kafka cannot be reached.",
+        f"status {EXIT_KAFKA_UNAVAILABLE} when Kafka cannot be reached.",
     )
     results.add_argument(
         "--from-beginning",
@@ -195,10 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"birdwatch: configuration error: {exc}\n")
         return EXIT_USAGE
-    configure_logging(settings.log_level, settings.log_format)
-    # Our retry loops log their own events (with the image or model they are about); stamina's
-    # instrumentation would add a WARNING per retry and a counter in the global registry.
-    stamina.instrumentation.set_on_retry_hooks([])
+    configure_logging(settings.log_level, settings.log_format)  # also stamina's retry hooks
     return_large_frees_to_the_system()  # decoded images' memory goes back when freed
     _warn_unknown_variables()
     if args.command == "classify":
@@ -238,12 +241,15 @@ def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"birdwatch: {exc}\n")
         return EXIT_USAGE
-    except KafkaError as exc:
-        structlog.get_logger(__name__).error(
-            "kafka_error", error=type(exc).__name__, detail=str(exc)
-        )
-        sys.stderr.write(f"birdwatch: kafka error: {type(exc).__name__}: {exc}\n")
+    except KafkaUnreachableError as exc:
+        sys.stderr.write(f"birdwatch: {exc}\n")
+        return EXIT_KAFKA_UNAVAILABLE
+    except DeliveryFailedError as exc:  # serve: the member could write nothing more
+        sys.stderr.write(f"birdwatch: kafka error: {describe(exc)}\n")
         return EXIT_SOME_FAILED
+    except KafkaError as exc:
+        sys.stderr.write(f"birdwatch: kafka error: {describe(exc)}\n")
+        return EXIT_KAFKA_UNAVAILABLE
 
 
 def _classify(settings: Settings, args: argparse.Namespace, started: float) -> int:

@@ -11,6 +11,7 @@ import stamina
 import structlog
 
 from consumer.config import LogFormat
+from consumer.log_repeats import REPEATED_FIELD, RepeatCollapsingHandler
 
 # Libraries that are chatty at INFO; they only speak up at WARNING unless we debug.
 _NOISY = ("aiokafka", "kafka", "tensorflow", "absl", "h5py", "urllib3", "asyncio", "PIL")
@@ -73,10 +74,11 @@ def configure_logging(level: str, fmt: LogFormat, stream: TextIO | None = None) 
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        # Other libraries' lines carry the count of repeats left out (consumer/log_repeats.py).
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=[REPEATED_FIELD])],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
-    handler = logging.StreamHandler(out)
+    handler = RepeatCollapsingHandler(out)
     handler.setFormatter(formatter)
     handler.addFilter(_RedactSaslExchange())
     root = logging.getLogger()

@@ -52,6 +52,20 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.oldest_uncommitted = Gauge(
+            "birdwatch_oldest_uncommitted_seconds",
+            "Age of the oldest record of each assigned partition whose offset is not committed "
+            "yet (0 when there is none): grows without end on a stuck partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.outcome_fallbacks = Counter(
+            "birdwatch_outcome_fallbacks",
+            "Outcomes Kafka could not take as they were, by the stand-in written instead "
+            "(truncated DLQ copy, internal error result, DLQ reference)",
+            ["form"],
+            registry=r,
+        )
         self.model_load_seconds = Gauge(
             "birdwatch_model_load_seconds", "Seconds to fetch and load the model", registry=r
         )

@@ -17,11 +17,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.membership import AiokafkaGroupSession, GroupSession
+
+# The result producer's limits (aiokafka's defaults, named so the outcome guard uses the same):
+# the largest record it sends, and the batch that small records share.
+PRODUCER_MAX_REQUEST_BYTES = 1_048_576
+PRODUCER_BATCH_BYTES = 16_384
 
 
 class GroupConsumer(Protocol):
@@ -66,11 +73,31 @@ class Producer(Protocol):
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Any]: ...
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        """Waits for `topic`'s metadata (raises `UnknownTopicOrPartitionError` after
+        `request_timeout_ms` without it)."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[Any]: ...
 
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str
     ) -> None: ...
+
+
+class TopicAdmin(Protocol):
+    """The part of `AIOKafkaAdminClient` the member uses: its topics' limits, and whether a topic
+    exists."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def describe_configs(
+        self, config_resources: list[ConfigResource], include_synonyms: bool = False
+    ) -> list[Any]: ...
+
+    async def list_topics(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,7 @@ class KafkaClients:
     consumer: Callable[..., GroupConsumer] = AIOKafkaConsumer
     producer: Callable[..., Producer] = AIOKafkaProducer
     group_session: Callable[[GroupConsumer], GroupSession] = AiokafkaGroupSession
+    admin: Callable[..., TopicAdmin] = AIOKafkaAdminClient
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -129,6 +157,8 @@ def result_producer_options(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
+        "max_request_size": PRODUCER_MAX_REQUEST_BYTES,
+        "max_batch_size": PRODUCER_BATCH_BYTES,
     }
     if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE:
         member = settings.instance_id or _process_name()

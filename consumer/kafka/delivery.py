@@ -3,43 +3,45 @@
 At-least-once: produce each outcome at once (acks=all, idempotent); an outcome is finished when
 acknowledged; commit the contiguous finished prefix. Exactly-once: keep finished outcomes until
 the commit step, then put them and their offsets in one transaction.
+
+Both resend what may heal (an outage) and never resend what cannot (consumer/kafka/
+produce_errors.py): an outcome is fitted under its topic's record limit before it is sent, and
+one Kafka refuses for good is replaced by a smaller stand-in (consumer/kafka/outcome_guard.py),
+so no record stalls its partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import stamina
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    KafkaError,
-    OutOfOrderSequenceNumber,
-    ProducerFenced,
-    TransactionalIdAuthorizationFailed,
-)
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.kafka.clients import GroupConsumer, Producer
+from consumer.kafka.exactly_once import ExactlyOnceDelivery
 from consumer.kafka.offsets import OffsetTracker
-from consumer.kafka.outcomes import Outcome
+from consumer.kafka.outcome_guard import OutcomeGuard
+from consumer.kafka.outcomes import Outcome, source_of
+from consumer.kafka.produce_errors import (
+    DeliveryFailedError,
+    Refused,
+    TopicMissing,
+    Verdict,
+    describe,
+    log_refusal,
+    verdict_on,
+)
 from consumer.metrics import Metrics
 
+# The exactly-once strategy lives in its own module; both are importable from here.
+__all__ = ["AtLeastOnceDelivery", "Delivery", "DeliveryFailedError", "ExactlyOnceDelivery"]
+
 log = structlog.get_logger(__name__)
-
-# After these the transactional producer can do nothing more (aiokafka stops its sender).
-_FATAL_PRODUCER_ERRORS = (
-    ProducerFenced,
-    OutOfOrderSequenceNumber,
-    TransactionalIdAuthorizationFailed,
-)
-
-
-class DeliveryFailedError(KafkaError):  # type: ignore[misc]
-    """The producer can deliver nothing more (e.g. it was fenced); the member must restart."""
 
 
 class Delivery(Protocol):
@@ -58,24 +60,30 @@ class Delivery(Protocol):
     def forget(self, partitions: Iterable[TopicPartition]) -> None: ...
 
 
-def _count(metrics: Metrics, outcome: Outcome) -> None:
-    metrics.count_outcome(outcome.kind)
-
-
 class AtLeastOnceDelivery:
     """Produce now, finish on ack, commit the finished prefix; resend until acknowledged."""
 
-    def __init__(self, producer: Producer, consumer: GroupConsumer, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: GroupConsumer,
+        metrics: Metrics,
+        guard: OutcomeGuard,
+        topic_missing: TopicMissing,
+    ) -> None:
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._producer = producer
         self._consumer = consumer
         self._metrics = metrics
+        self._guard = guard
+        self._topic_missing = topic_missing
         self._acks: set[asyncio.Task[None]] = set()
         # One commit at a time: a stale offset list committed last would move the offset back.
         self._lock = asyncio.Lock()
+        self._failed: DeliveryFailedError | None = None
 
     async def deliver(self, outcome: Outcome) -> None:
-        task = asyncio.create_task(self._send_until_acked(outcome))
+        task = asyncio.create_task(self._deliver(outcome))
         self._acks.add(task)
         task.add_done_callback(self._acks.discard)
 
@@ -84,9 +92,35 @@ class AtLeastOnceDelivery:
         """Outcomes produced (or being resent) whose acknowledgement has not come yet."""
         return len(self._acks)
 
-    async def _send_until_acked(self, outcome: Outcome) -> None:
+    async def _deliver(self, outcome: Outcome) -> None:
         ref = outcome.ref
-        # Kafka errors are resent without end while the record is ours: its offset is not
+        candidate: Outcome | None = self._guard.fit(outcome)
+        while candidate is not None:
+            try:
+                acked = await self._send_until_acked(candidate)
+            except Refused as refused:
+                if refused.verdict is Verdict.PRODUCER:
+                    log_refusal(candidate, refused.reason)
+                    self._fail(f"{source_of(ref)}: {refused.reason}")
+                    return
+                reason = refused.reason
+                candidate = self._guard.replacement(candidate, refused.verdict, reason)
+                if candidate is None:
+                    # Not even a reference can go to the DLQ topic: the configuration is
+                    # broken. The record stays uncommitted and the member stops, rather than
+                    # lose it.
+                    self._fail(f"{source_of(ref)}: no form of its outcome can be written: {reason}")
+                continue
+            if acked:
+                self.tracker.finished(ref.tp, ref.offset)
+                self._metrics.count_outcome(candidate.kind)
+            return
+
+    async def _send_until_acked(self, outcome: Outcome) -> bool:
+        """True once `outcome` is acknowledged, False if its partition was revoked meanwhile.
+        Raises `Refused` when Kafka refuses it for good."""
+        ref = outcome.ref
+        # Transient errors are resent without end while the record is ours: its offset is not
         # committed before the outcome is acknowledged, so giving up would lose it.
         async for attempt in stamina.retry_context(
             on=KafkaError,
@@ -98,13 +132,16 @@ class AtLeastOnceDelivery:
         ):
             with attempt:
                 if not self.tracker.is_unfinished(ref.tp, ref.offset):
-                    return  # the partition was revoked meanwhile
+                    return False
                 try:
                     ack = await self._producer.send(
                         outcome.topic, outcome.value, key=outcome.key, headers=outcome.headers
                     )
                     await ack
                 except KafkaError as exc:
+                    verdict = await verdict_on(exc, outcome.topic, self._topic_missing)
+                    if verdict is not Verdict.RETRY:
+                        raise Refused([outcome], verdict, describe(exc)) from exc
                     log.warning(
                         "produce_retry",
                         topic=outcome.topic,
@@ -114,10 +151,20 @@ class AtLeastOnceDelivery:
                         error=type(exc).__name__,
                     )
                     raise
-        self.tracker.finished(ref.tp, ref.offset)
-        _count(self._metrics, outcome)
+        return True
+
+    def _fail(self, reason: str) -> None:
+        if self._failed is None:
+            self._failed = DeliveryFailedError(reason)
 
     async def commit(self) -> None:
+        """Commit the finished prefix; then raise `DeliveryFailedError` if the producer can
+        write nothing more (what is finished is still committed: less to redo)."""
+        await self._commit_finished()
+        if self._failed is not None:
+            raise self._failed
+
+    async def _commit_finished(self) -> None:
         async with self._lock:
             offsets = self.tracker.committable()
             if not offsets:
@@ -144,90 +191,3 @@ class AtLeastOnceDelivery:
         for task in list(self._acks):
             task.cancel()
         await asyncio.gather(*self._acks, return_exceptions=True)
-
-
-class ExactlyOnceDelivery:
-    """One transaction per commit step holding the finished outcomes and their offsets."""
-
-    def __init__(self, producer: Producer, group_id: str, metrics: Metrics) -> None:
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._producer = producer
-        self._group_id = group_id
-        self._metrics = metrics
-        self._ready: dict[TopicPartition, dict[int, Outcome]] = {}
-        self._lock = asyncio.Lock()
-        self._failed: DeliveryFailedError | None = None
-
-    async def deliver(self, outcome: Outcome) -> None:
-        ref = outcome.ref
-        if not self.tracker.is_unfinished(ref.tp, ref.offset):
-            return  # the partition was revoked meanwhile
-        self._ready.setdefault(ref.tp, {})[ref.offset] = outcome
-        self.tracker.finished(ref.tp, ref.offset)
-
-    async def commit(self) -> None:
-        """Commit the finished prefix in one transaction; raises `DeliveryFailedError` once the
-        producer is unusable (then on every call)."""
-        async with self._lock:
-            if self._failed is not None:
-                raise self._failed
-            offsets = self.tracker.committable()
-            if not offsets:
-                return
-            batch: list[Outcome] = []
-            for tp, safe in offsets.items():
-                batch.extend(o for off, o in sorted(self._ready.get(tp, {}).items()) if off < safe)
-            try:
-                await self._transact(batch, offsets)
-            except _FATAL_PRODUCER_ERRORS as exc:
-                # Fenced by a newer producer with our transactional id, or our transaction
-                # outlived transaction_timeout_ms: this producer may not write again.
-                self._failed = DeliveryFailedError(str(exc))
-                raise self._failed from exc
-            except KafkaError as exc:
-                log.warning(
-                    "transaction_failed",
-                    error=type(exc).__name__,
-                    detail=str(exc),
-                    outcomes=len(batch),
-                )
-                return
-            for outcome in batch:
-                self._ready[outcome.ref.tp].pop(outcome.ref.offset, None)
-                _count(self._metrics, outcome)
-            self.tracker.mark_committed(offsets)
-
-    async def _transact(self, batch: list[Outcome], offsets: dict[TopicPartition, int]) -> None:
-        acks: list[asyncio.Future[Any]] = []
-        try:
-            async with self._producer.transaction():
-                for o in batch:
-                    acks.append(
-                        await self._producer.send(o.topic, o.value, key=o.key, headers=o.headers)
-                    )
-                await self._producer.send_offsets_to_transaction(
-                    {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self._group_id
-                )
-        finally:
-            # The transaction's outcome is what counts; a failed one fails every record's
-            # future too, which asyncio would otherwise report one by one when collected.
-            for ack in acks:
-                ack.add_done_callback(_seen)
-        log.debug("transaction_committed", outcomes=len(batch), partitions=len(offsets))
-
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        parts = list(partitions)
-        for tp in parts:
-            self._ready.pop(tp, None)
-        self.tracker.forget(parts)
-
-    def pending(self) -> int:
-        return sum(len(outcomes) for outcomes in self._ready.values())
-
-    async def close(self) -> None:
-        return None
-
-
-def _seen(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

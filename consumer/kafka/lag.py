@@ -1,4 +1,5 @@
-"""Consumer lag per owned partition, for `/metrics` and the throughput log."""
+"""Consumer lag and the age of the oldest uncommitted record per owned partition, for `/metrics`
+and the throughput log."""
 
 from __future__ import annotations
 
@@ -37,8 +38,24 @@ async def measure_lag(
     return total
 
 
+def measure_record_ages(
+    tracker: OffsetTracker[TopicPartition], owned: Iterable[TopicPartition], metrics: Metrics
+) -> float:
+    """Set the per-partition gauge of the oldest uncommitted record's age; returns the largest.
+
+    Lag counts records not yet *read*: a record read but never finished leaves it at 0. This
+    age is what shows such a stuck partition."""
+    oldest = 0.0
+    for tp in list(owned):
+        age = tracker.oldest_uncommitted_age(tp)
+        metrics.oldest_uncommitted.labels(tp.topic, str(tp.partition)).set(age)
+        oldest = max(oldest, age)
+    return oldest
+
+
 def forget_lag(metrics: Metrics, partitions: Iterable[TopicPartition]) -> None:
     """Drop the gauges of partitions this member no longer owns."""
     for tp in partitions:
-        with contextlib.suppress(KeyError):
-            metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+        for gauge in (metrics.consumer_lag, metrics.oldest_uncommitted):
+            with contextlib.suppress(KeyError):
+                gauge.remove(tp.topic, str(tp.partition))

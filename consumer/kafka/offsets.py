@@ -7,7 +7,9 @@ record received when none is — never past a record in flight (faust #606, #682
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -19,17 +21,22 @@ class _PartitionState:
     unfinished: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the last record received
     committed: int | None = None  # the last offset handed out for commit
+    # (offset, clock reading) of each record received and not yet committed, oldest first.
+    uncommitted: deque[tuple[int, float]] = field(default_factory=deque)
 
 
 class OffsetTracker(Generic[P]):
-    """Tracks received and finished offsets per partition (pure logic, no Kafka)."""
+    """Tracks received and finished offsets per partition (pure logic, no Kafka); `clock`
+    timestamps receipts, for the age of the oldest record not committed yet."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._parts: dict[P, _PartitionState] = {}
+        self._clock = clock
 
     def received(self, partition: P, offset: int) -> None:
         state = self._parts.setdefault(partition, _PartitionState())
         state.unfinished.add(offset)
+        state.uncommitted.append((offset, self._clock()))
         if state.next_offset is None or offset >= state.next_offset:
             state.next_offset = offset + 1
 
@@ -63,8 +70,20 @@ class OffsetTracker(Generic[P]):
 
     def mark_committed(self, offsets: dict[P, int]) -> None:
         for partition, offset in offsets.items():
-            if partition in self._parts:
-                self._parts[partition].committed = offset
+            state = self._parts.get(partition)
+            if state is None:
+                continue
+            state.committed = offset
+            while state.uncommitted and state.uncommitted[0][0] < offset:
+                state.uncommitted.popleft()
+
+    def oldest_uncommitted_age(self, partition: P) -> float:
+        """Seconds since the oldest record of `partition` not committed yet was received; 0 when
+        every record received is committed. A stuck partition shows as an age that only grows."""
+        state = self._parts.get(partition)
+        if state is None or not state.uncommitted:
+            return 0.0
+        return max(0.0, self._clock() - state.uncommitted[0][1])
 
     def committed_offsets(self, partitions: Iterable[P]) -> dict[P, int]:
         """The offsets last handed out for commit (and marked committed) of `partitions`."""

@@ -16,6 +16,10 @@ log = structlog.get_logger(__name__)
 DLQ_REASON_HEADER = "birdwatch-error"
 DLQ_CODE_HEADER = "birdwatch-error-code"
 DLQ_SOURCE_HEADER = "birdwatch-source"
+# Every DLQ record says what it holds ("copy", "truncated" or "reference", see
+# consumer/kafka/outcome_guard.py) and how large the input record's value was.
+DLQ_FORM_HEADER = "birdwatch-dlq-form"
+DLQ_ORIGINAL_SIZE_HEADER = "birdwatch-original-size"
 _JSON = ("content-type", b"application/json")
 
 
@@ -38,6 +42,9 @@ class Outcome:
     value: bytes
     kind: str  # "ok", "error" or "dlq", for metrics
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    # "original", or the smaller stand-in it was replaced by when Kafka could not take it:
+    # "truncated" (a DLQ copy cut to fit), "internal" (an error result), "reference".
+    form: str = "original"
 
 
 def result_outcome(ref: RecordRef, topic: str, result: PredictionResult) -> Outcome:
@@ -61,9 +68,17 @@ def invalid_outcome(
         log.debug("invalid_event", id=exc.event_id, url=exc.url, reason=exc.reason)
         return result_outcome(ref, results_topic, result)
     log.debug("dead_letter", partition=ref.tp.partition, offset=ref.offset, reason=exc.reason)
+    value = record.value or b""
     headers = [
         (DLQ_REASON_HEADER, exc.reason.encode()[:1000]),
         (DLQ_CODE_HEADER, ErrorCode.INVALID_EVENT.value.encode()),
-        (DLQ_SOURCE_HEADER, f"{ref.tp.topic}/{ref.tp.partition}/{ref.offset}".encode()),
+        (DLQ_SOURCE_HEADER, source_of(ref).encode()),
+        (DLQ_FORM_HEADER, b"copy"),
+        (DLQ_ORIGINAL_SIZE_HEADER, str(len(value)).encode()),
     ]
-    return Outcome(ref, dlq_topic, record.key, record.value or b"", "dlq", headers)
+    return Outcome(ref, dlq_topic, record.key, value, "dlq", headers)
+
+
+def source_of(ref: RecordRef) -> str:
+    """`topic/partition/offset` of the input record."""
+    return f"{ref.tp.topic}/{ref.tp.partition}/{ref.offset}"

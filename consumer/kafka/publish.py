@@ -14,19 +14,20 @@ from pydantic import ValidationError
 
 from consumer.config import Settings
 from consumer.kafka.clients import client_options
+from consumer.kafka.reach import started
 from schemas import ImageEvent
 
 log = structlog.get_logger(__name__)
 
 
 async def publish(settings: Settings, urls: list[str], as_json: bool, out: TextIO) -> int:
-    """Produce one `ImageEvent` per URL with a generated id; exit 1 if some URL is invalid."""
+    """Produce one `ImageEvent` per URL with a generated id; exit 1 if some URL is invalid.
+    Raises `KafkaUnreachableError` when no broker answers."""
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", enable_idempotence=True, linger_ms=5
     )
-    await producer.start()
     bad = 0
-    try:
+    async with started(producer, settings.kafka_bootstrap_servers):
         acks = []
         for url in urls:
             event_id = uuid.uuid4().hex
@@ -44,7 +45,5 @@ async def publish(settings: Settings, urls: list[str], as_json: bool, out: TextI
                 else f"{event_id} {url}\n"
             )
         await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
     log.info("published", events=len(urls) - bad, invalid=bad, topic=settings.input_topic)
     return 1 if bad else 0

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.clients import client_options
+from consumer.kafka.reach import started
 from schemas import PredictionResult
 
 
@@ -23,7 +24,8 @@ async def follow_results(
     out: TextIO,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Print results as they arrive; stop after `max_results` or `idle_timeout_s` of silence."""
+    """Print results as they arrive; stop after `max_results` or `idle_timeout_s` of silence.
+    Raises `KafkaUnreachableError` when no broker answers."""
     eos = settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
     consumer = AIOKafkaConsumer(
         settings.results_topic,
@@ -33,10 +35,9 @@ async def follow_results(
         auto_offset_reset="earliest" if from_beginning else "latest",
         isolation_level="read_committed" if eos else "read_uncommitted",
     )
-    await consumer.start()
     seen = 0
-    last = time.monotonic()
-    try:
+    async with started(consumer, settings.kafka_bootstrap_servers):
+        last = time.monotonic()
         while not (stop and stop.is_set()):
             if max_results is not None and seen >= max_results:
                 break
@@ -50,8 +51,6 @@ async def follow_results(
                     seen += 1
                     last = time.monotonic()
                     _print_result(record.value or b"", as_json, out)
-    finally:
-        await consumer.stop()
     return 0
 
 

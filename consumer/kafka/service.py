@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.clients import (
+    PRODUCER_MAX_REQUEST_BYTES,
     KafkaClients,
+    client_options,
     describe_connection,
     member_options,
     result_producer_options,
@@ -34,9 +37,12 @@ from consumer.kafka.delivery import (
     ExactlyOnceDelivery,
 )
 from consumer.kafka.handover import wait_offsets_visible
-from consumer.kafka.lag import forget_lag, measure_lag
+from consumer.kafka.lag import forget_lag, measure_lag, measure_record_ages
 from consumer.kafka.membership import leave_group
+from consumer.kafka.outcome_guard import OutcomeGuard, RecordLimits
 from consumer.kafka.outcomes import RecordRef, invalid_outcome, result_outcome
+from consumer.kafka.produce_errors import missing_topics_via
+from consumer.kafka.topic_limits import read_topic_limits
 from consumer.metrics import Metrics
 from consumer.model import LoadedModel
 from consumer.pipeline import Pipeline, WorkItem
@@ -97,14 +103,17 @@ class KafkaService:
         self._owned: set[TopicPartition] = set()
         self._paused = False
         self._failure: DeliveryFailedError | None = None
-        clients = clients or KafkaClients()
+        self._clients = clients = clients or KafkaClients()
         self.consumer = clients.consumer(**member_options(settings))
         self._group = clients.group_session(self.consumer)
         self.producer = clients.producer(**result_producer_options(settings))
+        limits = RecordLimits(PRODUCER_MAX_REQUEST_BYTES)
+        self.guard = OutcomeGuard(limits, settings.dlq_topic, model.name, metrics)
+        missing = missing_topics_via(functools.partial(clients.admin, **client_options(settings)))
         self.delivery: Delivery = (
-            ExactlyOnceDelivery(self.producer, settings.group_id, metrics)
+            ExactlyOnceDelivery(self.producer, settings.group_id, metrics, self.guard, missing)
             if settings.processing_guarantee is ProcessingGuarantee.EXACTLY_ONCE
-            else AtLeastOnceDelivery(self.producer, self.consumer, metrics)
+            else AtLeastOnceDelivery(self.producer, self.consumer, metrics, self.guard, missing)
         )
         loaded: asyncio.Future[LoadedModel] = asyncio.get_running_loop().create_future()
         loaded.set_result(model)
@@ -131,6 +140,10 @@ class KafkaService:
             instance_id=self.settings.instance_id,
         )
         await _retry_start(self.producer.start, "producer")
+        destinations = (self.settings.results_topic, self.settings.dlq_topic)
+        self.guard.limits.topics = await read_topic_limits(
+            self._clients, self.settings, destinations
+        )
         self.consumer.subscribe([self.settings.input_topic], listener=_RebalanceListener(self))
         await _retry_start(self.consumer.start, "consumer")
         self.pipeline.start()
@@ -177,7 +190,9 @@ class KafkaService:
         log.info("shutdown_started", in_flight=self.delivery.tracker.unfinished())
         with contextlib.suppress(Exception):
             self.consumer.pause(*self.consumer.assignment())
-        await self._wait_finished(None, self.settings.shutdown_timeout_s)
+        # A failed member does not wait for records that can no longer finish.
+        drain_s = 0.0 if self._failure is not None else self.settings.shutdown_timeout_s
+        await self._wait_finished(None, drain_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -292,6 +307,7 @@ class KafkaService:
         while not stop.is_set():
             await asyncio.sleep(min(5.0, self.settings.summary_interval_s))
             lag = await measure_lag(self.consumer, self.delivery.tracker, self._owned, self.metrics)
+            oldest_s = measure_record_ages(self.delivery.tracker, self._owned, self.metrics)
             now = time.monotonic()
             if now < next_summary:
                 continue
@@ -302,6 +318,7 @@ class KafkaService:
                 results=int(produced),
                 in_flight=self.delivery.tracker.unfinished(),
                 lag=lag,
+                oldest_uncommitted_s=round(oldest_s, 1),
                 partitions=len(self._owned),
                 paused=self._paused,
             )

@@ -10,20 +10,19 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from consumer.config import Settings
 from consumer.kafka.clients import client_options
+from consumer.kafka.reach import started
 
 log = structlog.get_logger(__name__)
 
 
 async def create_topics(settings: Settings, partitions: int, replication: int, out: TextIO) -> int:
     """Create the input, results and DLQ topics when missing (idempotent, race-free: the broker
-    answers per topic whether it created it or it already existed)."""
+    answers per topic whether it created it or it already existed). Raises
+    `KafkaUnreachableError` when no broker answers."""
     wanted = [settings.input_topic, settings.results_topic, settings.dlq_topic]
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
+    async with started(admin, settings.kafka_bootstrap_servers):
         response = await admin.create_topics([NewTopic(t, partitions, replication) for t in wanted])
-    finally:
-        await admin.close()
     failed = 0
     for topic, code, message in response.topic_errors:
         if code in (0, TopicAlreadyExistsError.errno):

@@ -20,6 +20,7 @@ from consumer.testing.fakes import (
     image_body,
 )
 from consumer.testing.memory_kafka import (
+    MemoryAdmin,
     MemoryConsumer,
     MemoryKafka,
     MemoryProducer,
@@ -37,6 +38,7 @@ __all__ = [
     "FakeFetcher",
     "FakeRuntime",
     "MemberRun",
+    "MemoryAdmin",
     "MemoryConsumer",
     "MemoryKafka",
     "MemoryProducer",

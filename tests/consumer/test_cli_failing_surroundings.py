@@ -228,7 +228,7 @@ def test_every_exit_status_is_in_the_help_and_the_readme(
         cli.EXIT_OK,
         cli.EXIT_SOME_FAILED,
         cli.EXIT_USAGE,
-        cli.EXIT_KAFKA_UNREACHABLE,
+        cli.EXIT_KAFKA_UNAVAILABLE,
         cli.EXIT_INTERRUPTED,
     }
     assert len(statuses) == 5  # all distinct

@@ -65,3 +65,40 @@ def test_redelivered_older_offsets_keep_the_high_water_mark() -> None:
     assert t.next_offset("p") == 6
     t.finished("p", 5)
     assert t.committable() == {"p": 3}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_oldest_uncommitted_record_ages_until_its_offset_is_committed() -> None:
+    clock = FakeClock()
+    t: OffsetTracker[str] = OffsetTracker(clock)
+    assert t.oldest_uncommitted_age("p") == 0.0
+    t.received("p", 0)
+    clock.now += 1
+    for offset in (1, 2):
+        t.received("p", offset)
+    clock.now += 4
+    assert t.oldest_uncommitted_age("p") == 5.0
+    # 1 and 2 finish, 0 is stuck: the commit cannot pass it and its age keeps growing, though
+    # lag (records not yet read) is 0 meanwhile.
+    t.finished("p", 1)
+    t.finished("p", 2)
+    t.mark_committed(t.committable())
+    clock.now += 60
+    assert t.oldest_uncommitted_age("p") == 65.0
+    t.finished("p", 0)
+    t.mark_committed(t.committable())
+    assert t.oldest_uncommitted_age("p") == 0.0
+    # Finished but not yet committed still counts (exactly-once: not yet in a transaction).
+    t.received("p", 3)
+    t.finished("p", 3)
+    clock.now += 2
+    assert t.oldest_uncommitted_age("p") == 2.0
+    t.forget(["p"])
+    assert t.oldest_uncommitted_age("p") == 0.0

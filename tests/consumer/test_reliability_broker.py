@@ -4,24 +4,34 @@ The shared broker is never touched: the test starts its own broker with `scripts
 ports, a temporary home, the already-resolved jars), runs the service in-process against it,
 stops that broker while records are in flight, waits 10 s, starts it again, and checks that the
 service carried on by itself (no restart, no exit) and that every id got an ok result.
+
+Meanwhile it checks what operators see: `/readyz` stays 200 (docs/OPERATIONS.md, "Broker
+down", says why), and aiokafka's flood of repeated errors reaches the log collapsed to one line
+per kind and interval, with counts that add up to every line it wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from consumer.config import Settings
+from consumer.http import READY_PATH, make_app, start_http
+from consumer.log_repeats import REPEATED_FIELD, RepeatCollapsingHandler
 from consumer.testing.broker import JAVA, ScriptBroker
-from consumer.testing.waiting import wait_until
+from consumer.testing.waiting import free_port, wait_until
 from tests.conftest import LoopbackServer, TinyModels
 from tests.consumer.service_support import new_ids, red_image, set_up_service
 from tests.kafka_support import InProcessService
@@ -36,6 +46,72 @@ pytestmark = [
 DOWN_S = 10.0
 BEFORE, AFTER = 600, 100
 IMAGE_DELAY_S = 0.2  # with 16 in flight, about 80 images a second: the stop lands mid-run
+LOG_WINDOW_S = 5.0  # shorter than the service's 30 s, so that the outage spans a few windows
+
+
+class LibraryLines(logging.Handler):
+    """Every WARNING-and-up line aiokafka writes, as the collapsing handler receives them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.kinds: Counter[tuple[str, int, str]] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.kinds[(record.name, record.levelno, str(record.msg))] += 1
+
+
+class RowFormatter(logging.Formatter):
+    """One row per line written: the logger and how many repeats it stands for besides itself
+    (tracebacks left out, so rows are lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.name}|{getattr(record, REPEATED_FIELD, 0)}"
+
+
+@contextlib.contextmanager
+def aiokafka_lines() -> Iterator[tuple[LibraryLines, io.StringIO]]:
+    """aiokafka's lines, raw and through the service's collapsing handler."""
+    raw, out = LibraryLines(), io.StringIO()
+    collapsed = RepeatCollapsingHandler(out, window_s=LOG_WINDOW_S)
+    collapsed.setLevel(logging.WARNING)
+    collapsed.setFormatter(RowFormatter())
+    logger = logging.getLogger("aiokafka")
+    logger.addHandler(raw)
+    logger.addHandler(collapsed)
+    try:
+        yield raw, out
+    finally:
+        logger.removeHandler(raw)
+        logger.removeHandler(collapsed)
+        collapsed.close()
+
+
+class Readiness:
+    """The service's /readyz, served as `birdwatch serve` serves it."""
+
+    def __init__(self, service: InProcessService) -> None:
+        self.port = free_port()
+        self._service = service
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> Readiness:
+        state = self._service.state
+        app = make_app(self._service.metrics, lambda: not state.failed, lambda: state.ready)
+        self._runner = await start_http(app, self.port, host="127.0.0.1")
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def probe(self) -> int:
+        assert self._session is not None
+        async with self._session.get(f"http://127.0.0.1:{self.port}{READY_PATH}") as response:
+            return response.status
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
@@ -68,11 +144,14 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
         settings = setup.settings(session_timeout_ms=6000, **tuning)
         before = new_ids("brk-a", BEFORE)
         after = new_ids("brk-b", AFTER)
-        with capture_logs() as logs:
+        logs_from = time.monotonic()
+        with capture_logs() as logs, aiokafka_lines() as (raw_lines, collapsed):
             service = await InProcessService.start(settings)
             assert service.task is not None
+            readiness = await Readiness(service).start()
             try:
                 await wait_until(lambda: len(service.owned) == 3, 60, "the partitions assigned")
+                ready_before = await readiness.probe()
                 rebalances_before = service.sample("birdwatch_rebalances_total")
                 await setup.produce(before, url)
                 await wait_until(lambda: service.count("ok") >= 100, 60, "some results")
@@ -91,10 +170,12 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
                 in_flight_when_down = in_flight()
                 # Down for DOWN_S: the member must neither exit nor fail meanwhile.
                 ok_when_stopped = service.count("ok")
+                ready_while_down = []
                 for _ in range(int(DOWN_S)):
                     await asyncio.sleep(1)
                     assert not service.task.done(), "the service exited while the broker was down"
                     assert not service.state.failed
+                    ready_while_down.append(await readiness.probe())
                 ok_while_down = service.count("ok") - ok_when_stopped
                 restart_s = await broker.start_async()
                 up_at = time.monotonic()
@@ -113,10 +194,23 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
                 assert not service.state.failed
                 rebalances_after = service.sample("birdwatch_rebalances_total")
             finally:
+                await readiness.close()
                 stopped_in = await service.stop()
             results = await setup.results(isolation)
+        logged_s = time.monotonic() - logs_from
     finally:
         await asyncio.to_thread(broker.remove)
+
+    # Readiness stays up: the member is still in the group, and nothing would be gained by
+    # taking every pod out of its Service at once (docs/OPERATIONS.md, "Broker down").
+    assert ready_before == 200
+    assert ready_while_down == [200] * int(DOWN_S)
+    # aiokafka's flood, collapsed: at most one line per kind and window (plus the first), and
+    # the counts account for every line it wrote.
+    rows = [int(row.rpartition("|")[2]) for row in collapsed.getvalue().splitlines()]
+    raw_total = sum(raw_lines.kinds.values())
+    assert sum(1 + repeated for repeated in rows) == raw_total
+    assert len(rows) <= len(raw_lines.kinds) * (logged_s / LOG_WINDOW_S + 2)
 
     per_id = Counter(r["id"] for r in results)
     lost = {*before, *after} - set(per_id)
@@ -167,6 +261,12 @@ async def test_broker_down_for_10_s_mid_run_the_service_recovers_by_itself(
                 )
             },
             "retried_failures": retried,
+            "ready_probes_while_down": dict(Counter(ready_while_down)),
+            "aiokafka_lines_raw": raw_total,
+            "aiokafka_lines_collapsed": len(rows),
+            "aiokafka_line_kinds": len(raw_lines.kinds),
+            "log_window_s": LOG_WINDOW_S,
+            "logged_s": round(logged_s, 1),
             # What aiokafka itself reported (WARNING and up) while the broker was away.
             "client_warnings_while_down": len(client_logs),
             "client_warning_kinds": dict(

@@ -26,6 +26,8 @@ def test_runbook_covers_the_incidents_operators_page_on() -> None:
         "DLQ growing",
         "Model URL down",
         "Broker down",
+        "Partition stuck",
+        "Oversized record",
         "Pods crash-looping",
     ):
         assert f"**{incident}.**" in text, incident

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 from consumer.kafka.clients import KafkaClients
+from consumer.testing.memory_kafka.admin import MemoryAdmin
 from consumer.testing.memory_kafka.cluster import Commit, MemoryKafka, StoredRecord, Transaction
 from consumer.testing.memory_kafka.consumer import MemoryConsumer
 from consumer.testing.memory_kafka.group import Group
@@ -18,6 +19,7 @@ from consumer.testing.memory_kafka.producer import MemoryProducer
 __all__ = [
     "Commit",
     "Group",
+    "MemoryAdmin",
     "MemoryConsumer",
     "MemoryKafka",
     "MemoryProducer",
@@ -32,4 +34,5 @@ def memory_clients(kafka: MemoryKafka) -> KafkaClients:
     return KafkaClients(
         consumer=functools.partial(MemoryConsumer, kafka),
         producer=functools.partial(MemoryProducer, kafka),
+        admin=functools.partial(MemoryAdmin, kafka),
     )

@@ -78,6 +78,8 @@ class MemoryKafka:
         self._commit_faults: deque[Exception] = deque()
         self._txn_faults: deque[Exception] = deque()
         self._held_acks: list[Callable[[], None]] | None = None
+        # Topics' max.message.bytes, as DescribeConfigs reports it; unset: the broker's default.
+        self.max_message_bytes: dict[str, int] = {}
 
     # --- topics --------------------------------------------------------------------------
 
@@ -85,6 +87,9 @@ class MemoryKafka:
         if name in self._logs:
             raise ValueError(f"topic {name} exists")
         self._logs[name] = [[] for _ in range(partitions)]
+
+    def topic_names(self) -> list[str]:
+        return sorted(self._logs)
 
     def partitions(self, topic: str) -> list[TopicPartition]:
         if topic not in self._logs:

@@ -80,6 +80,9 @@ class MemoryProducer:
             write()  # a transaction's records are written before its commit
         return ack
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.kafka.partitions(topic)}
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         """Commit on a clean exit, abort on an error; a fenced producer or an injected fault

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from consumer.kafka.clients import GroupConsumer, KafkaClients, Producer
@@ -143,6 +144,9 @@ class FakeProducer:
         self.sent.append(value)
         return ack
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0}
+
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
         yield
@@ -180,6 +184,24 @@ class FakeGroupSession:
         return LeaveGroupResponse_v5(0, 0, [("member-1", "pod-a", 0, {})], {})
 
 
+class FakeAdmin:
+    """A broker that does not tell its topics' limits: the producer's own then apply."""
+
+    async def start(self) -> None:
+        raise KafkaConnectionError("no DescribeConfigs in the fakes")
+
+    async def close(self) -> None:
+        pass
+
+    async def describe_configs(
+        self, config_resources: list[Any], include_synonyms: bool = False
+    ) -> list[Any]:
+        return []
+
+    async def list_topics(self) -> list[str]:
+        return []
+
+
 @dataclass
 class FakeKafka:
     """One member's fakes, and the `KafkaClients` that hand them to the service."""
@@ -207,7 +229,12 @@ class FakeKafka:
         def session(_: GroupConsumer) -> GroupSession:
             return self.session
 
-        return KafkaClients(consumer=consumer, producer=producer, group_session=session)
+        return KafkaClients(
+            consumer=consumer,
+            producer=producer,
+            group_session=session,
+            admin=lambda **_: FakeAdmin(),
+        )
 
 
 def _record(tp: TopicPartition, offset: int, value: bytes) -> ConsumerRecord[Any, Any]:

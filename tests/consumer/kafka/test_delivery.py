@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, RequestTimedOutError
 
 from consumer.kafka.delivery import AtLeastOnceDelivery, DeliveryFailedError, ExactlyOnceDelivery
+from consumer.kafka.outcome_guard import OutcomeGuard, RecordLimits
 from consumer.kafka.outcomes import Outcome, RecordRef
 from consumer.metrics import Metrics
 from consumer.testing import MemoryConsumer, MemoryKafka, MemoryProducer, wait_until
@@ -53,6 +54,14 @@ async def member(kafka: MemoryKafka) -> MemoryConsumer:
     return consumer
 
 
+def guard(metrics: Metrics) -> OutcomeGuard:
+    return OutcomeGuard(RecordLimits(1_048_576), "dlq", "model", metrics)
+
+
+async def no_topic_is_missing(topic: str) -> bool:
+    return False
+
+
 async def producer(kafka: MemoryKafka, **options: object) -> MemoryProducer:
     made = MemoryProducer(kafka, **options)
     await made.start()
@@ -62,7 +71,9 @@ async def producer(kafka: MemoryKafka, **options: object) -> MemoryProducer:
 async def test_at_least_once_resends_until_acknowledged_then_commits() -> None:
     kafka = MemoryKafka()
     metrics = Metrics()
-    delivery = AtLeastOnceDelivery(await producer(kafka), await member(kafka), metrics)
+    delivery = AtLeastOnceDelivery(
+        await producer(kafka), await member(kafka), metrics, guard(metrics), no_topic_is_missing
+    )
     kafka.fail_sends(RequestTimedOutError(), times=2)
     kafka.fail_sends(KafkaConnectionError(), times=1)
     for offset in range(2):
@@ -84,7 +95,9 @@ async def test_at_least_once_resends_until_acknowledged_then_commits() -> None:
 async def test_at_least_once_stops_resending_once_the_partition_is_revoked() -> None:
     kafka = MemoryKafka()
     metrics = Metrics()
-    delivery = AtLeastOnceDelivery(await producer(kafka), await member(kafka), metrics)
+    delivery = AtLeastOnceDelivery(
+        await producer(kafka), await member(kafka), metrics, guard(metrics), no_topic_is_missing
+    )
     kafka.fail_sends(RequestTimedOutError(), times=1_000_000)
     delivery.tracker.received(TP, 0)
     await delivery.deliver(outcome(0))
@@ -103,7 +116,10 @@ async def test_at_least_once_stops_resending_once_the_partition_is_revoked() -> 
 
 async def test_at_least_once_keeps_offsets_when_a_commit_fails() -> None:
     kafka = MemoryKafka()
-    delivery = AtLeastOnceDelivery(await producer(kafka), await member(kafka), Metrics())
+    metrics = Metrics()
+    delivery = AtLeastOnceDelivery(
+        await producer(kafka), await member(kafka), metrics, guard(metrics), no_topic_is_missing
+    )
     delivery.tracker.received(TP, 0)
     await delivery.deliver(outcome(0))
     await wait_until(lambda: delivery.sending == 0, 5, "the ack", step=0.005)
@@ -118,7 +134,7 @@ async def test_exactly_once_puts_a_step_in_one_transaction_with_its_offsets() ->
     kafka = MemoryKafka()
     metrics = Metrics()
     made = await producer(kafka, transactional_id="tid")
-    delivery = ExactlyOnceDelivery(made, GROUP, metrics)
+    delivery = ExactlyOnceDelivery(made, GROUP, metrics, guard(metrics), no_topic_is_missing)
     for offset in range(4):
         delivery.tracker.received(TP, offset)
     for offset in (0, 1, 3):  # offset 2 unfinished
@@ -144,7 +160,8 @@ async def test_exactly_once_puts_a_step_in_one_transaction_with_its_offsets() ->
 
 async def test_exactly_once_aborts_a_failed_transaction_and_retries_it_next_step() -> None:
     kafka = MemoryKafka()
-    delivery = ExactlyOnceDelivery(await producer(kafka, transactional_id="tid"), GROUP, Metrics())
+    made, metrics = await producer(kafka, transactional_id="tid"), Metrics()
+    delivery = ExactlyOnceDelivery(made, GROUP, metrics, guard(metrics), no_topic_is_missing)
     delivery.tracker.received(TP, 0)
     await delivery.deliver(outcome(0))
     kafka.fail_transactions(RequestTimedOutError())
@@ -175,7 +192,7 @@ async def test_a_fenced_transaction_fails_every_commit_and_leaves_no_unseen_futu
     kafka = MemoryKafka()
     metrics = Metrics()
     made = await producer(kafka, transactional_id="tid")
-    delivery = ExactlyOnceDelivery(made, GROUP, metrics)
+    delivery = ExactlyOnceDelivery(made, GROUP, metrics, guard(metrics), no_topic_is_missing)
     for offset in range(3):
         delivery.tracker.received(TP, offset)
         await delivery.deliver(outcome(offset))
