@@ -9,7 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
-from consumer.images.decode import INPUT_SIZE, decode_image, sniff_format, to_rgb
+from consumer.images.decode import decode_image, sniff_format, to_rgb
+from consumer.model_input import INPUT_SIZE
 
 Decode = Callable[[bytes], NDArray[np.uint8]]
 MAX_PIXELS = 100_000_000

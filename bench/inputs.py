@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from bench.paths import DATA_DIR, OUT_DIR, PYTHON, REAL_LABELS, REAL_TFLITE, REPO
+from consumer.model_input import INPUT_SHAPE
 from consumer.testing.archives import write_tar_gz
 
 SKIPPED_SOURCES = ("segmentation",)
@@ -156,7 +157,7 @@ def write_standin_archive(
 
     tf_keras.utils.set_random_seed(seed)
     base = tf_keras.applications.MobileNetV2(
-        input_shape=(224, 224, 3),
+        input_shape=INPUT_SHAPE,
         alpha=alpha,
         weights=None,
         classes=classes,
@@ -165,7 +166,7 @@ def write_standin_archive(
     module = tf.Module()
     module.m = base
 
-    @tf.function(input_signature=[tf.TensorSpec(shape=[None, 224, 224, 3], dtype=tf.float32)])  # type: ignore[untyped-decorator]
+    @tf.function(input_signature=[tf.TensorSpec(shape=[None, *INPUT_SHAPE], dtype=tf.float32)])  # type: ignore[untyped-decorator]
     def serve(images: Any) -> dict[str, Any]:
         # MobileNet V2 wants [-1, 1]; the TF Hub image convention is [0, 1].
         return {"default": module.m(images * 2.0 - 1.0, training=False)}

@@ -25,7 +25,7 @@ from consumer.clock import Clock, LoopClock
 from consumer.images.budget import DecodeBudget
 from consumer.images.errors import ImageError
 from consumer.images.slots import HostSlots, host_key
-from consumer.model.backend import LoadedModel, top_k
+from consumer.model import LoadedModel, top_k
 from schemas import TOP_K, ErrorCode, ImageEvent, Prediction, PredictionResult
 
 log = structlog.get_logger(__name__)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -14,11 +13,7 @@ import structlog
 
 from consumer.config import Settings
 from consumer.images import FetchPolicy, ImageDecoder, ImageFetcher, make_image_session
-from consumer.model import LoadedModel, ModelError, ModelFetcher, load_classifier
-from consumer.model.backend import check_labels
-from consumer.model.fetch import likely_tflite
-from consumer.model.labels import parse_labels
-from consumer.model.tf_backend import preload_tensorflow
+from consumer.model import LoadedModel, ModelError, ModelFetcher, load_model
 from consumer.pipeline import Pipeline, PipelineConfig, Sink, StageObserver
 
 log = structlog.get_logger(__name__)
@@ -132,6 +127,8 @@ class Runtime:
     async def _load_with_retries(self, retry_for: float, failures: list[ModelError]) -> LoadedModel:
         # The one retry policy of model loading: 0.5 s doubling to 30 s, plus up to 0.5 s of
         # jitter, for `retry_for` seconds (stamina.set_testing removes the waits).
+        s, fetcher = self.settings, self.model_fetcher
+        assert fetcher is not None
         loop = asyncio.get_running_loop()
         failed_at = 0.0
         async for attempt in stamina.retry_context(
@@ -152,45 +149,18 @@ class Runtime:
                         reason=str(failures[-1]),
                     )
                 try:
-                    return await self._load_once()
+                    return await load_model(
+                        fetcher,
+                        s.model_url,
+                        s.labels_url,
+                        threads=s.inference_threads,
+                        pool=self.inference_pool,
+                    )
                 except ModelError as exc:
                     failures.append(exc)
                     failed_at = loop.time()
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-    async def _load_once(self) -> LoadedModel:
-        assert self.model_fetcher is not None
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        if not likely_tflite(s.model_url):
-            # Import TensorFlow (seconds) in the inference thread while the model downloads.
-            loop.run_in_executor(self.inference_pool, preload_tensorflow)
-        labels_task = asyncio.create_task(self.model_fetcher.fetch_labels(s.labels_url))
-        model_task = asyncio.create_task(self.model_fetcher.fetch_model(s.model_url))
-        try:
-            label_bytes, artifact = await asyncio.gather(labels_task, model_task)
-        except BaseException:
-            # gather cancels nothing: stop the sibling so a retry never downloads twice at once.
-            for task in (labels_task, model_task):
-                task.cancel()
-            await asyncio.gather(labels_task, model_task, return_exceptions=True)
-            raise
-        labels = parse_labels(label_bytes)
-        start = time.perf_counter()
-        classifier = await loop.run_in_executor(
-            self.inference_pool, load_classifier, artifact, s.inference_threads
-        )
-        check_labels(classifier, labels)
-        return LoadedModel(
-            name=s.model_url,
-            classifier=classifier,
-            labels=labels,
-            fetch_s=artifact.fetch_s,
-            load_s=time.perf_counter() - start,
-            size_bytes=artifact.size_bytes,
-            from_cache=artifact.from_cache,
-        )
 
     def pipeline(
         self,

@@ -170,7 +170,7 @@ async def other_host() -> AsyncIterator[LoopbackServer]:
 
 @dataclass(frozen=True)
 class TinyModels:
-    """Generated models with the real interface (224x224x3 in, 965 out)."""
+    """Generated models with the real interface (N x INPUT_SHAPE in, 965 out)."""
 
     tflite: Path
     tf2_archive: Path

@@ -1,4 +1,5 @@
-"""Decoding image bytes into the model's input: 224x224 RGB uint8, full frame, no crop.
+"""Decoding image bytes into the model's input: INPUT_SIZE x INPUT_SIZE RGB uint8
+(`consumer.model_input`), full frame, no crop.
 
 In two steps, so that a caller can admit the decode against a memory budget in between:
 `ImageDecoder.open` reads only the header (format, size, mode) and estimates what decoding will
@@ -20,9 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from consumer.images.convert import orient, pixel_bytes, shrink_to_rgb, to_rgb, working_bytes
 from consumer.images.errors import ImageError
+from consumer.model_input import INPUT_SIZE
 from schemas import ErrorCode
 
-INPUT_SIZE = 224
 # Formats we accept; anything else (SVG, HTML, PDF...) is refused before Pillow parses it.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "JPEG"),
@@ -131,4 +132,4 @@ def _decode_errors() -> Iterator[None]:
         raise ImageError(ErrorCode.DECODE_FAILED, f"{type(exc).__name__}: {exc}") from None
 
 
-__all__ = ["INPUT_SIZE", "ImageDecoder", "OpenedImage", "decode_image", "sniff_format", "to_rgb"]
+__all__ = ["ImageDecoder", "OpenedImage", "decode_image", "sniff_format", "to_rgb"]

@@ -1,26 +1,18 @@
-"""The one small interface every inference backend implements, and how one is chosen."""
+"""What an inference backend is: a plug-in that recognises a model among what was served and
+loads it into a `Classifier`, the one small interface the pipeline calls."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import structlog
 from numpy.typing import NDArray
-
-from consumer.model.errors import ModelError
-from consumer.model.fetch import ModelArtifact
-from consumer.native_logs import quiet_native_stderr
-
-log = structlog.get_logger(__name__)
-
-INPUT_SHAPE = (224, 224, 3)
 
 
 class Classifier(Protocol):
-    """Maps a uint8 batch N x 224 x 224 x 3 (RGB 0..255) to probabilities N x classes."""
+    """Maps a uint8 batch N x INPUT_SHAPE (RGB 0..255, `consumer.model_input`) to
+    probabilities N x classes."""
 
     @property
     def backend(self) -> str: ...
@@ -31,56 +23,55 @@ class Classifier(Protocol):
     def predict(self, batch: NDArray[np.uint8]) -> NDArray[np.float32]: ...
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A warmed-up classifier with its labels, ready to serve."""
+class Backend(Protocol):
+    """One inference backend, registered in `consumer/model/backends/__init__.py`.
 
-    name: str
-    classifier: Classifier
-    labels: list[str]
-    fetch_s: float
-    load_s: float
-    size_bytes: int
-    from_cache: bool
-
-
-def load_classifier(artifact: ModelArtifact, threads: int) -> Classifier:
-    """Load the backend that fits what was served, then run one warm-up inference.
-
-    Imports are deferred so the LiteRT path never imports TensorFlow.
+    Its module imports its framework only inside `preload` and `load`, so that a process
+    using another backend never imports it (LiteRT never imports TensorFlow).
     """
-    start = time.perf_counter()
-    classifier: Classifier
-    with quiet_native_stderr():
-        if artifact.kind == "tflite":
-            from consumer.model.litert_backend import LiteRTClassifier
 
-            classifier = LiteRTClassifier(artifact.path, threads)
-        else:
-            from consumer.model.tf_backend import TensorFlowClassifier
+    @property
+    def name(self) -> str:
+        """What its classifiers call themselves (`Classifier.backend`), e.g. "litert"."""
+        ...
 
-            classifier = TensorFlowClassifier(artifact.path, threads)
-        loaded_s = time.perf_counter() - start
-        warm = classifier.predict(np.zeros((1, *INPUT_SHAPE), dtype=np.uint8))
-    if warm.shape != (1, classifier.num_classes):
-        raise ModelError(
-            f"warm-up returned shape {warm.shape}, expected (1, {classifier.num_classes})"
-        )
-    log.info(
-        "model_loaded",
-        backend=classifier.backend,
-        classes=classifier.num_classes,
-        load_s=round(loaded_s, 3),
-        warmup_s=round(time.perf_counter() - start - loaded_s, 3),
-    )
-    return classifier
+    @property
+    def kind(self) -> str:
+        """The model format it loads, recorded in the model cache, e.g. "tflite"."""
+        ...
 
+    @property
+    def serves(self) -> str:
+        """How that format is served, for error messages: "a TFLite flatbuffer"."""
+        ...
 
-def check_labels(classifier: Classifier, labels: list[str]) -> None:
-    if len(labels) != classifier.num_classes:
-        raise ModelError(
-            f"label map has {len(labels)} labels but the model has {classifier.num_classes} classes"
-        )
+    @property
+    def archive_member(self) -> str | None:
+        """The file that marks its model inside an unpacked archive, for error messages
+        ("saved_model.pb"); None when it does not look inside archives."""
+        ...
+
+    @property
+    def entry_name(self) -> str:
+        """The model's name inside its cache entry (a file or a folder)."""
+        ...
+
+    def find(self, served: Path) -> Path | None:
+        """The model this backend loads within `served` (the downloaded file, or the folder an
+        archive was unpacked into), judged by content; None when it cannot load it."""
+        ...
+
+    def likely_at(self, url: str) -> bool:
+        """A guess from the URL alone, used only to start `preload` while downloading."""
+        ...
+
+    def preload(self) -> None:
+        """Import the framework ahead of need (it may take seconds)."""
+        ...
+
+    def load(self, path: Path, threads: int) -> Classifier:
+        """The classifier of the model at `path`; raises `ModelError`."""
+        ...
 
 
 def top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.intp], NDArray[np.float32]]:

@@ -1,7 +1,8 @@
 """Fetching the model online into a cache keyed by URL.
 
-Accepts a TF Hub handle (tfhub.dev redirects to Kaggle), a direct `.tar.gz` SavedModel archive or
-a direct `.tflite` file. What was served decides the kind, not the name. Entries appear in the
+Accepts a TF Hub handle (tfhub.dev redirects to Kaggle) or a direct URL of anything a backend
+recognises (`.tflite` file, `.tar.gz` SavedModel archive): what was served decides which backend
+loads it, not the name (`consumer/model/served.py`). Entries appear in the
 cache by an atomic rename, so concurrent processes never see half a model. A cache that cannot
 be written (read-only, full) is a one-line `ModelError`, or, when asked, a warning and a
 temporary folder instead.
@@ -20,22 +21,22 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
-import orjson
 import structlog
 from yarl import URL
 
+from consumer.model.backends import BUILTIN_BACKENDS
+from consumer.model.backends.litert import likely_tflite
 from consumer.model.errors import ModelError
 from consumer.model.labels import parse_labels
 from consumer.model.progress import PROGRESS_INTERVAL_S, DownloadProgress, reported
+from consumer.model.registry import Backends
 from consumer.model.store import (
-    META_FILE,
     CacheWriteError,
-    ModelKind,
     cache_key,
     publish,
     read_entry,
-    sniff_kind,
     unpack,
+    write_meta,
     writes_to,
 )
 
@@ -48,10 +49,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A model on local disk, ready for a backend to load."""
+    """A model on local disk, ready for the backend of its `kind` to load."""
 
     url: str
-    kind: ModelKind
+    kind: str
     path: Path
     size_bytes: int
     from_cache: bool
@@ -68,18 +69,13 @@ def download_url(handle: str) -> str:
     return str(url.update_query({"tf-hub-format": "compressed"}))
 
 
-def likely_tflite(handle: str) -> bool:
-    """A guess from the URL alone, used only to start importing TensorFlow early."""
-    url = URL(handle)
-    return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
-
-
 class ModelFetcher:
     """Downloads models and label maps with a trusted session, caching them by URL.
 
     With `temporary_fallback`, a cache folder that cannot be written is replaced (once, with a
     warning) by a temporary folder removed by `close()`; without, it is a `ModelError`.
-    Downloads log their progress every `progress_interval_s`.
+    Downloads log their progress every `progress_interval_s`. What was served is loaded by
+    the first of `backends` that recognises it.
     """
 
     def __init__(
@@ -90,8 +86,10 @@ class ModelFetcher:
         *,
         temporary_fallback: bool = False,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
+        backends: Backends = BUILTIN_BACKENDS,
     ) -> None:
         self._session = session
+        self._backends = backends
         self._progress = progress
         self._progress_interval_s = progress_interval_s
         self._fallback = temporary_fallback
@@ -101,6 +99,11 @@ class ModelFetcher:
             self._tmp = tempfile.TemporaryDirectory(prefix="birdwatch-model-")
             cache_dir = Path(self._tmp.name)
         self._cache_dir = cache_dir
+
+    @property
+    def backends(self) -> Backends:
+        """The backends asked to recognise what was served."""
+        return self._backends
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -148,7 +151,7 @@ class ModelFetcher:
         start = time.perf_counter()
         folder = self._cache_dir
         entry = folder / cache_key(handle)
-        found = read_entry(entry)
+        found = read_entry(entry, self._backends)
         if found is not None:
             kind, path, size = found
             log.info("model_cache_hit", url=handle, kind=kind, path=str(path), bytes=size)
@@ -161,15 +164,13 @@ class ModelFetcher:
             url = download_url(handle)
             blob = staging / "download"
             size = await self._download(url, blob, folder)
-            kind = await asyncio.to_thread(unpack, blob, staging, folder)
+            backend = await asyncio.to_thread(unpack, blob, staging, folder, self._backends)
             with writes_to(folder):
-                (staging / META_FILE).write_bytes(
-                    orjson.dumps({"url": handle, "kind": kind, "bytes": size})
-                )
+                write_meta(staging, handle, backend.kind, size)
                 publish(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        found = read_entry(entry)
+        found = read_entry(entry, self._backends)
         if found is None:  # pragma: no cover - only if someone removes the entry under us
             raise ModelError(f"model cache entry {entry} vanished")
         kind, path, size = found
@@ -244,13 +245,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+# likely_tflite: tests/deploy (the deployment branch's files) import the LiteRT URL guess here.
 __all__ = [
     "CacheWriteError",
     "ModelArtifact",
     "ModelFetcher",
-    "ModelKind",
     "cache_key",
     "download_url",
     "likely_tflite",
-    "sniff_kind",
 ]

@@ -1,48 +1,32 @@
-"""The model cache on disk: entries keyed by URL, unpacked from what was served, published by an
-atomic rename; and the one error type of a cache folder that cannot be written."""
+"""The model cache on disk: entries keyed by URL, each holding the model its backend recognised
+in what was served and a `source.json` naming its kind, published by an atomic rename; and the
+one error type of a cache folder that cannot be written."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
-import shutil
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import aiohttp
 import orjson
 import structlog
 
+from consumer.model.backend import Backend
 from consumer.model.errors import ModelError
+from consumer.model.registry import Backends
+from consumer.model.served import take_model
 
 log = structlog.get_logger(__name__)
 
-ModelKind = Literal["tflite", "savedmodel"]
-TFLITE_FILE = "model.tflite"
-SAVEDMODEL_DIR = "saved_model"
 META_FILE = "source.json"
 # What a failed write says when the folder, not the content, is the problem.
 _WRITE_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
     | {errno.ENOTDIR, errno.EEXIST}
 )
-
-
-def sniff_kind(head: bytes) -> Literal["tflite", "targz", "tar"]:
-    """What a download holds, from its first bytes (at least 262 of them for plain tar)."""
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if head[:2] == b"\x1f\x8b":
-        return "targz"
-    if head[257:262] == b"ustar":
-        return "tar"
-    raise ModelError(
-        "served content is neither a TFLite flatbuffer nor a SavedModel archive "
-        f"(starts {head[:8]!r})"
-    )
 
 
 def cache_key(url: str) -> str:
@@ -68,46 +52,14 @@ def writes_to(folder: Path) -> Iterator[None]:
         raise CacheWriteError(folder, exc) from exc
 
 
-def unpack(blob: Path, staging: Path, folder: Path) -> ModelKind:
+def unpack(blob: Path, staging: Path, folder: Path, backends: Backends) -> Backend:
+    """The model within the download `blob`, moved into `staging` (see `take_model`)."""
     try:
-        return _unpack_into(blob, staging)
+        return take_model(blob, staging, backends)
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:
             raise CacheWriteError(folder, exc) from exc
         raise ModelError(f"cannot unpack the model archive: {exc}") from None
-
-
-def _unpack_into(blob: Path, staging: Path) -> ModelKind:
-    with blob.open("rb") as f:
-        head = f.read(512)
-    kind = sniff_kind(head)
-    if kind == "tflite":
-        blob.rename(staging / TFLITE_FILE)
-        return "tflite"
-    target = staging / SAVEDMODEL_DIR
-    target.mkdir()  # an archive without members creates nothing
-    try:
-        with tarfile.open(blob, "r:*") as archive:
-            # The "data" filter refuses "..", links out of the tree and devices, and strips
-            # leading slashes so absolute names land inside the folder.
-            archive.extractall(target, filter="data")
-    except (tarfile.TarError, EOFError) as exc:
-        raise ModelError(f"cannot unpack the model archive: {exc}") from None
-    blob.unlink()
-    root = _find_saved_model(target)
-    if root != target:
-        tmp = staging / ".root"
-        root.rename(tmp)
-        shutil.rmtree(target)
-        tmp.rename(target)
-    return "savedmodel"
-
-
-def _find_saved_model(folder: Path) -> Path:
-    for candidate in (folder, *sorted(p for p in folder.iterdir() if p.is_dir())):
-        if (candidate / "saved_model.pb").exists() or (candidate / "saved_model.pbtxt").exists():
-            return candidate
-    raise ModelError("the archive holds no saved_model.pb")
 
 
 def publish(staging: Path, entry: Path) -> None:
@@ -121,11 +73,15 @@ def publish(staging: Path, entry: Path) -> None:
         log.debug("model_cache_race_lost", entry=str(entry))
 
 
-def read_entry(entry: Path) -> tuple[ModelKind, Path, int] | None:
+def read_entry(entry: Path, backends: Backends) -> tuple[str, Path, int] | None:
+    """The kind, path and size of the model in cache `entry`, or None when there is none."""
     meta = entry / META_FILE
     if not meta.exists():
         return None
     info = orjson.loads(meta.read_bytes())
-    kind: ModelKind = "tflite" if info["kind"] == "tflite" else "savedmodel"
-    path = entry / (TFLITE_FILE if kind == "tflite" else SAVEDMODEL_DIR)
-    return kind, path, int(info["bytes"])
+    kind = str(info["kind"])
+    return kind, entry / backends.of_kind(kind).entry_name, int(info["bytes"])
+
+
+def write_meta(staging: Path, url: str, kind: str, size: int) -> None:
+    (staging / META_FILE).write_bytes(orjson.dumps({"url": url, "kind": kind, "bytes": size}))

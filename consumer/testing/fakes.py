@@ -17,12 +17,12 @@ from numpy.typing import NDArray
 
 from consumer.images.errors import ImageError
 from consumer.model import LoadedModel
+from consumer.model_input import INPUT_SHAPE
 from consumer.testing.clock import FakeClock
 from schemas import ErrorCode
 
 CLASSES = 6
 LABELS = [f"bird-{i}" for i in range(CLASSES)]
-INPUT_SHAPE = (224, 224, 3)
 
 
 def image_body(cls: int) -> bytes:

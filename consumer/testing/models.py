@@ -1,8 +1,8 @@
 """Tiny stand-ins for the AIY birds classifier, generated on the fly for tests.
 
-Every model has the real model's interface (224x224 RGB in, 965 probabilities out) and computes
-the same cheap function of the per-channel mean colour, so tests can predict the top-1 label:
-mostly red, green or blue images map to :data:`RED_CLASS`, :data:`GREEN_CLASS`,
+Every model has the real model's interface (N x INPUT_SHAPE RGB in, 965 probabilities out) and
+computes the same cheap function of the per-channel mean colour, so tests can predict the top-1
+label: mostly red, green or blue images map to :data:`RED_CLASS`, :data:`GREEN_CLASS`,
 :data:`BLUE_CLASS`; achromatic ones (grey, black, white) map to :data:`GREY_CLASS`.
 For a strong colour, the next two labels are the class's "siblings" (class + 1, class + 2);
 for achromatic images they are 963 and 962.
@@ -22,10 +22,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from consumer.model_input import INPUT_SHAPE
 from consumer.testing.archives import write_tar_gz
 
 NUM_CLASSES = 965
-IMAGE_SIZE = 224
 RED_CLASS = 10
 GREEN_CLASS = 20
 BLUE_CLASS = 30
@@ -106,12 +106,12 @@ def _probabilities(tf: Any, images: Any, kernel: Any, bias: Any) -> Any:
 
 def _image_spec(tf: Any, batch: int | None) -> Any:
     """Return the float32 ``images`` input spec with the given batch dimension."""
-    return tf.TensorSpec([batch, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32, INPUT_NAME)
+    return tf.TensorSpec([batch, *INPUT_SHAPE], tf.float32, INPUT_NAME)
 
 
 def _calibration_pixels() -> Iterator[npt.NDArray[np.uint8]]:
     """Yield uint8 images spanning solid colours and noise, each holding both 0 and 255."""
-    size = (1, IMAGE_SIZE, IMAGE_SIZE, 3)
+    size = (1, *INPUT_SHAPE)
     solid = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128), (0, 0, 0), (255, 255, 255)]
     solid += [(255, 255, 0), (0, 255, 255), (255, 0, 255), (200, 60, 60), (60, 60, 200)]
     rng = np.random.default_rng(0)
@@ -126,7 +126,7 @@ def _calibration_pixels() -> Iterator[npt.NDArray[np.uint8]]:
 def make_tflite_model(path: Path) -> None:
     """Write a fully uint8-quantized ``.tflite`` model with the real model's tensors.
 
-    Input uint8 [1, 224, 224, 3] (scale 1/128, zero point 128, i.e. pixel p means
+    Input uint8 [1, *INPUT_SHAPE] (scale 1/128, zero point 128, i.e. pixel p means
     (p - 128) / 128), output uint8 [1, 965] (scale 1/256, zero point 0); the batch dimension
     can be resized. Pixel p is treated as channel value p / 256.
     """
@@ -192,7 +192,7 @@ def _save_tf1_hub(tf: Any, export_dir: Path) -> None:
     kernel, bias = _affine_weights(scale=1.0, offset=0.0)
     graph = tf.Graph()
     with graph.as_default():
-        images = v1.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], INPUT_NAME)
+        images = v1.placeholder(tf.float32, [None, *INPUT_SHAPE], INPUT_NAME)
         kernel_var = v1.get_variable("kernel", initializer=kernel.astype(np.float32))
         bias_var = v1.get_variable("bias", initializer=bias.astype(np.float32))
         probabilities = _probabilities(tf, images, kernel_var, bias_var)
@@ -216,7 +216,7 @@ def make_savedmodel_archive(
 ) -> None:
     """Write a ``.tar.gz`` SavedModel like TF Hub's ``?tf-hub-format=compressed`` downloads.
 
-    Input ``images`` float32 [None, 224, 224, 3] in [0, 1]; output float32 [None, 965]
+    Input ``images`` float32 [None, *INPUT_SHAPE] in [0, 1]; output float32 [None, 965]
     probabilities. "tf2" exposes signature ``serving_default`` with output ``probabilities``;
     "tf1_hub" exposes signatures ``default`` and ``image_classifier`` with output ``default``
     under the empty tag set, and adds ``tfhub_module.pb``. Members sit at the archive root,

@@ -26,6 +26,7 @@ from bench.stats import (
     spread,
     sustained_rate,
 )
+from consumer.model_input import INPUT_SHAPE
 
 METRICS = """\
 # HELP birdwatch_stage_seconds Seconds per image
@@ -139,7 +140,7 @@ def test_decoders_agree_on_shape_and_roughly_on_pixels() -> None:
     buf = io.BytesIO()
     Image.new("RGB", (1600, 1200), (200, 40, 40)).save(buf, "JPEG", quality=90)
     draft, full = decode_with_draft(buf.getvalue()), decode_without_draft(buf.getvalue())
-    assert draft.shape == full.shape == (224, 224, 3)
+    assert draft.shape == full.shape == INPUT_SHAPE
     assert np.abs(draft.astype(int) - full.astype(int)).mean() < 5
 
 

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from bench.inputs import PhotoRecipe, make_photos, write_standin_archive
+from consumer.model_input import INPUT_SHAPE
 from consumer.testing.archives import write_tar_gz
 from consumer.testing.models import TF_AVAILABLE
 from tests.bench.conftest import TINY_RECIPE, write_source_photos
@@ -63,7 +64,7 @@ def test_standin_archive_has_the_real_interface(tmp_path: Path) -> None:
     with tarfile.open(path) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     loaded = tf.saved_model.load(str(tmp_path / "x"))
-    out = loaded.signatures["serving_default"](tf.zeros([2, 224, 224, 3], tf.float32))
+    out = loaded.signatures["serving_default"](tf.zeros([2, *INPUT_SHAPE], tf.float32))
     probs = out["default"].numpy()
     assert probs.shape == (2, 965)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)

@@ -14,8 +14,9 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
-from consumer.images import INPUT_SIZE, ImageDecoder, ImageError, decode_image
+from consumer.images import ImageDecoder, ImageError, decode_image
 from consumer.images.decode import sniff_format, to_rgb
+from consumer.model_input import INPUT_SIZE
 from schemas import ErrorCode
 
 Colour = tuple[int, int, int]

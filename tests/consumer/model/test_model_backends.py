@@ -15,10 +15,17 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from consumer.model import Classifier, ModelArtifact, ModelError, ModelFetcher, load_classifier
-from consumer.model.backend import check_labels, top_k
-from consumer.model.fetch import ModelKind
+from consumer.model import (
+    Classifier,
+    ModelArtifact,
+    ModelError,
+    ModelFetcher,
+    check_labels,
+    load_classifier,
+    top_k,
+)
 from consumer.model.labels import parse_labels
+from consumer.model_input import INPUT_SHAPE, INPUT_SIZE
 from consumer.testing.models import (
     BLUE_CLASS,
     GREEN_CLASS,
@@ -59,14 +66,14 @@ FLOAT_ATOL = 5e-4
 
 
 def solid(rgb: RGB, n: int = 1) -> NDArray[np.uint8]:
-    return np.broadcast_to(np.array(rgb, np.uint8), (n, 224, 224, 3)).copy()
+    return np.broadcast_to(np.array(rgb, np.uint8), (n, *INPUT_SHAPE)).copy()
 
 
 def mostly(channel: int, seed: int) -> NDArray[np.uint8]:
     """A noisy image whose `channel` clearly dominates (the kind a real photo of a colour gives)."""
     rng = np.random.default_rng(seed)
-    image = rng.integers(0, 90, (1, 224, 224, 3), dtype=np.uint8)
-    image[..., channel] = rng.integers(150, 256, (1, 224, 224), dtype=np.uint8)
+    image = rng.integers(0, 90, (1, *INPUT_SHAPE), dtype=np.uint8)
+    image[..., channel] = rng.integers(150, 256, (1, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
     return image
 
 
@@ -75,7 +82,7 @@ def channel_means(batch: NDArray[np.uint8], divisor: float) -> list[tuple[float,
     return [(float(r), float(g), float(b)) for r, g, b in means]
 
 
-def artifact(path: Path, kind: ModelKind) -> ModelArtifact:
+def artifact(path: Path, kind: str) -> ModelArtifact:
     size = path.stat().st_size if path.is_file() else 0
     return ModelArtifact(str(path), kind, path, size, False, 0.0)
 
@@ -177,6 +184,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from consumer.model import ModelFetcher, load_classifier, top_k
+from consumer.model_input import INPUT_SHAPE
 
 
 async def fetch():
@@ -186,7 +194,7 @@ async def fetch():
 
 artifact = asyncio.run(fetch())
 classifier = load_classifier(artifact, 1)
-red = np.zeros((2, 224, 224, 3), np.uint8)
+red = np.zeros((2, *INPUT_SHAPE), np.uint8)
 red[..., 0] = 255
 ids, _ = top_k(classifier.predict(red), 1)
 heavy = ("tensorflow", "tensorflow_hub", "keras", "tf_keras")
@@ -263,10 +271,10 @@ def _tflite(
     input_shape: list[int] | None = None,
     quantize: Any = None,
 ) -> ModelArtifact:
-    """`fn` converted to a LiteRT model in `tmp_path`/`name` (input [1, 224, 224, 3] unless
+    """`fn` converted to a LiteRT model in `tmp_path`/`name` (input [1, *INPUT_SHAPE] unless
     `input_shape` says otherwise)."""
     path = tmp_path / name
-    path.write_bytes(_convert(tf, fn, input_shape or [1, 224, 224, 3], quantize))
+    path.write_bytes(_convert(tf, fn, input_shape or [1, *INPUT_SHAPE], quantize))
     return artifact(path, "tflite")
 
 
@@ -309,7 +317,7 @@ def test_litert_int8_model_gets_shifted_pixels_and_dequantized_output(
             pixels[0, 0, 0] = (0, 255, 0)
             yield [((pixels.astype(np.float32) - 128) / 128).astype(np.float32)]
         for _ in range(3):
-            noise = rng.integers(0, 256, (1, 224, 224, 3)).astype(np.float32)
+            noise = rng.integers(0, 256, (1, *INPUT_SHAPE)).astype(np.float32)
             yield [((noise - 128) / 128).astype(np.float32)]
 
     model = _tflite(tf, tmp_path, "int8.tflite", fn, quantize=representative)
@@ -330,7 +338,7 @@ def test_litert_int8_model_gets_shifted_pixels_and_dequantized_output(
     ("shape", "outputs", "reason"),
     [
         ([1, 128, 128, 3], 1, r"input shape \[1, 128, 128, 3\] is not \[N, 224, 224, 3\]"),
-        ([1, 224, 224, 3], 2, "expected 1 input and 1 output, got 1 and 2"),
+        ([1, *INPUT_SHAPE], 2, "expected 1 input and 1 output, got 1 and 2"),
     ],
     ids=["small-input", "two-outputs"],
 )
@@ -408,7 +416,9 @@ def _tf_function(tf: Any, fn: Callable[..., Any], *specs: Any) -> Any:
     return tf.function(fn, input_signature=list(specs))
 
 
-def _images(tf: Any, shape: tuple[int | None, ...] = (None, 224, 224, 3), dtype: Any = None) -> Any:
+def _images(
+    tf: Any, shape: tuple[int | None, ...] = (None, *INPUT_SHAPE), dtype: Any = None
+) -> Any:
     return tf.TensorSpec(list(shape), dtype or tf.float32, "images")
 
 

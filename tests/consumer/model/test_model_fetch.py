@@ -24,8 +24,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from structlog.testing import capture_logs
 
 from consumer.config import TFHUB_BIRDS_LITE_MODEL, TFHUB_BIRDS_MODEL
-from consumer.model import ModelError, ModelFetcher
-from consumer.model.fetch import cache_key, download_url, sniff_kind
+from consumer.model import BUILTIN_BACKENDS, ModelError, ModelFetcher
+from consumer.model.backends.litert import is_flatbuffer
+from consumer.model.fetch import cache_key, download_url
+from consumer.model.served import is_archive, take_model
 from tests.conftest import LoopbackServer, TinyModels
 
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body></body></html>"
@@ -196,26 +198,31 @@ def test_download_url(handle: str, expected: str) -> None:
     assert download_url(handle) == expected
 
 
-# --- sniff_kind -------------------------------------------------------------------------------
+# --- what was served -------------------------------------------------------------------------
 
 
-def test_sniff_kind_recognises_a_real_tflite_flatbuffer(tflite_bytes: bytes) -> None:
+def test_a_real_tflite_flatbuffer_is_recognised_by_its_identifier(
+    tflite_bytes: bytes, tmp_path: Path
+) -> None:
     assert tflite_bytes[4:8] == b"TFL3"
-    assert sniff_kind(tflite_bytes[:512]) == "tflite"
-    assert sniff_kind(b"\x1c\x00\x00\x00TFL3") == "tflite"
+    assert is_flatbuffer(tflite_bytes[:8])
+    assert is_flatbuffer(b"\x1c\x00\x00\x00TFL3")
+    served = tmp_path / "download"
+    served.write_bytes(tflite_bytes)
+    assert BUILTIN_BACKENDS.recognise(served) == (BUILTIN_BACKENDS.named("litert"), served)
 
 
-def test_sniff_kind_archives(tf2_targz: bytes) -> None:
-    assert sniff_kind(tf2_targz[:512]) == "targz"
-    assert sniff_kind(gzip.compress(b"anything")[:512]) == "targz"
+def test_archives_are_recognised(tf2_targz: bytes) -> None:
+    assert is_archive(tf2_targz[:512])
+    assert is_archive(gzip.compress(b"anything")[:512])
     plain = gzip.decompress(tf2_targz)
-    assert sniff_kind(plain[:512]) == "tar"
+    assert is_archive(plain[:512])
     for fmt in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT):
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w", format=fmt) as tar:
             info = tarfile.TarInfo("saved_model.pb")
             tar.addfile(info, io.BytesIO(b""))
-        assert sniff_kind(buffer.getvalue()[:512]) == "tar"
+        assert is_archive(buffer.getvalue()[:512])
 
 
 @pytest.mark.parametrize(
@@ -223,9 +230,14 @@ def test_sniff_kind_archives(tf2_targz: bytes) -> None:
     [HTML_PAGE, b"", b"TFL3", b"PK\x03\x04" + bytes(508), b'{"error": "quota"}', bytes(512)],
     ids=["html", "empty", "too-short", "zip", "json", "zeros"],
 )
-def test_sniff_kind_refuses_anything_else(head: bytes) -> None:
+def test_anything_else_is_refused(head: bytes, tmp_path: Path) -> None:
+    blob = tmp_path / "download"
+    blob.write_bytes(head)
+
+    assert not is_archive(head)
+    assert not is_flatbuffer(head)
     with pytest.raises(ModelError, match="neither a TFLite flatbuffer nor a SavedModel") as caught:
-        sniff_kind(head)
+        take_model(blob, tmp_path, BUILTIN_BACKENDS)
     assert caught.value.retryable is False
 
 

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from consumer.config import Settings
 from consumer.model import LoadedModel, ModelError
 from consumer.model.fetch import cache_key
+from consumer.model_input import INPUT_SHAPE
 from consumer.pipeline import WorkItem
 from consumer.runtime import Runtime
 from consumer.testing.models import GREY_CLASS, NUM_CLASSES, RED_CLASS
@@ -95,7 +96,7 @@ async def black_hole() -> AsyncIterator[str]:
 
 
 def red_batch(n: int = 1) -> Any:
-    batch = np.zeros((n, 224, 224, 3), np.uint8)
+    batch = np.zeros((n, *INPUT_SHAPE), np.uint8)
     batch[..., 0] = 255
     return batch
 

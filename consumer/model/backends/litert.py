@@ -1,4 +1,8 @@
-"""LiteRT (ai-edge-litert) backend for TF Hub's TFLite format of the model."""
+"""LiteRT (ai-edge-litert) backend for TF Hub's TFLite format of the model.
+
+It recognises a TFLite flatbuffer by its file identifier, "TFL3" at byte 4. `ai_edge_litert`
+is imported when a model is loaded, never by importing this module.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,53 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from numpy.typing import NDArray
+from yarl import URL
 
+from consumer.model.backend import Classifier
 from consumer.model.errors import ModelError
+from consumer.model_input import INPUT_SHAPE
 
-_SIZE = (224, 224, 3)
+_IDENTIFIER = b"TFL3"
+
+
+class LiteRTBackend:
+    """Loads `.tflite` flatbuffers with LiteRT (see `consumer.model.backend.Backend`)."""
+
+    name = "litert"
+    kind = "tflite"
+    serves = "a TFLite flatbuffer"
+    archive_member = None
+    entry_name = "model.tflite"
+
+    def find(self, served: Path) -> Path | None:
+        if not served.is_file():
+            return None
+        with served.open("rb") as f:
+            return served if is_flatbuffer(f.read(8)) else None
+
+    def likely_at(self, url: str) -> bool:
+        return likely_tflite(url)
+
+    def preload(self) -> None:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError:  # pragma: no cover - the lite extra is not installed
+            return
+
+    def load(self, path: Path, threads: int) -> Classifier:
+        return LiteRTClassifier(path, threads)
+
+
+def is_flatbuffer(head: bytes) -> bool:
+    """Whether these first bytes are those of a TFLite flatbuffer."""
+    return head[4:8] == _IDENTIFIER
+
+
+def likely_tflite(handle: str) -> bool:
+    """A guess from the URL alone, used only to start importing a framework early."""
+    url = URL(handle)
+    return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
 
 
 class LiteRTClassifier:
@@ -21,6 +66,8 @@ class LiteRTClassifier:
     backend = "litert"
 
     def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
         try:
             self._interp = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
@@ -30,9 +77,10 @@ class LiteRTClassifier:
             raise ModelError(f"expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
         self._in: dict[str, Any] = inputs[0]
         self._out: dict[str, Any] = outputs[0]
-        if tuple(int(d) for d in self._in["shape"][1:]) != _SIZE:
+        if tuple(int(d) for d in self._in["shape"][1:]) != INPUT_SHAPE:
             shape = self._in["shape"].tolist()  # plain ints, not np.int32(...) in the message
-            raise ModelError(f"model input shape {shape} is not [N, 224, 224, 3]")
+            wanted = ", ".join(map(str, INPUT_SHAPE))
+            raise ModelError(f"model input shape {shape} is not [N, {wanted}]")
         self._num_classes = int(self._out["shape"][-1])
         self._batch = int(self._in["shape"][0])
         self._interp.allocate_tensors()
@@ -47,7 +95,7 @@ class LiteRTClassifier:
         with self._lock:
             n = batch.shape[0]
             if n != self._batch:
-                self._interp.resize_tensor_input(self._in["index"], [n, *_SIZE])
+                self._interp.resize_tensor_input(self._in["index"], [n, *INPUT_SHAPE])
                 self._interp.allocate_tensors()
                 self._batch = n
             self._interp.set_tensor(self._in["index"], self._to_input(batch))

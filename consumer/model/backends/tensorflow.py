@@ -1,4 +1,8 @@
-"""TensorFlow backend for SavedModels: TF1 Hub format (`default`/`image_classifier`) and TF2."""
+"""TensorFlow backend for SavedModels: TF1 Hub format (`default`/`image_classifier`) and TF2.
+
+It recognises a SavedModel folder (`saved_model.pb` or `.pbtxt`, at the top of an unpacked
+archive or one folder down). TensorFlow is imported by `preload` and `load` only.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,45 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 
+from consumer.model.backend import Classifier
 from consumer.model.errors import ModelError
+from consumer.model_input import INPUT_SHAPE
 from consumer.native_logs import quiet_native_stderr
 
 log = structlog.get_logger(__name__)
+
+_GRAPH_FILES = ("saved_model.pb", "saved_model.pbtxt")
+_BATCH_SHAPE = [None, *INPUT_SHAPE]
+
+
+class TensorFlowBackend:
+    """Loads SavedModels with TensorFlow (see `consumer.model.backend.Backend`)."""
+
+    name = "tensorflow"
+    kind = "savedmodel"
+    serves = "a SavedModel archive"
+    archive_member = "saved_model.pb"
+    entry_name = "saved_model"
+
+    def find(self, served: Path) -> Path | None:
+        if not served.is_dir():
+            return None
+        for candidate in (served, *sorted(p for p in served.iterdir() if p.is_dir())):
+            if any((candidate / name).exists() for name in _GRAPH_FILES):
+                return candidate
+        return None
+
+    def likely_at(self, url: str) -> bool:
+        # Any URL: TF Hub handles and archives carry no sure sign, so the backends asked
+        # before this one claim theirs first and every other model is taken for a SavedModel.
+        return True
+
+    def preload(self) -> None:
+        preload_tensorflow()
+
+    def load(self, path: Path, threads: int) -> Classifier:
+        return TensorFlowClassifier(path, threads)
+
 
 # Preferred signatures: the TF1 Hub image-classifier ones, then the TF2 default.
 _SIGNATURES = ("image_classifier", "default", "serving_default")
@@ -44,10 +83,11 @@ class TensorFlowClassifier:
         name, signature = _pick_signature(self._module)
         input_name = _single_input(signature)
         spec = signature.structured_input_signature[1][input_name]
-        if spec.dtype != tf.float32 or not spec.shape.is_compatible_with([None, 224, 224, 3]):
+        if spec.dtype != tf.float32 or not spec.shape.is_compatible_with(_BATCH_SHAPE):
             # Otherwise the warm-up fails later with a TensorFlow traceback, not a ModelError.
-            raise ModelError(f"signature {name!r} takes {spec}, not float32 [N, 224, 224, 3]")
-        probe = signature(**{input_name: tf.zeros([1, 224, 224, 3], tf.float32)})
+            wanted = ", ".join(map(str, INPUT_SHAPE))
+            raise ModelError(f"signature {name!r} takes {spec}, not float32 [N, {wanted}]")
+        probe = signature(**{input_name: tf.zeros([1, *INPUT_SHAPE], tf.float32)})
         output_key = _pick_output(probe)
         self._num_classes = int(probe[output_key].shape[-1])
         log.debug("tf_signature", signature=name, input=input_name, output=output_key)
@@ -55,7 +95,7 @@ class TensorFlowClassifier:
         # No Python control flow to convert: without AutoGraph, tracing skips converting (and
         # parsing) this function's source.
         @tf.function(  # type: ignore[untyped-decorator]
-            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.uint8)], autograph=False
+            input_signature=[tf.TensorSpec(_BATCH_SHAPE, tf.uint8)], autograph=False
         )
         def run(images: Any) -> Any:
             scaled = tf.cast(images, tf.float32) / 255.0  # the model wants RGB in [0, 1]
