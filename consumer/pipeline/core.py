@@ -1,20 +1,11 @@
-"""The core: events in, results out.
-
-Each submitted event is fetched (asyncio, a fair share of the slots per host) and decoded
-(decode thread pool) on its own; a decode starts once its estimated memory fits the decode
-budget. Decoded images are micro-batched and classified (inference thread) while the next
-images download and decode, so the stages overlap. Every submitted item ends in exactly one
-result passed to the sink, whatever fails. Transports (the CLI, the Kafka service) only submit
-and sink.
-"""
+"""`Pipeline`: submitted items are prepared on their own (`preparation.py`), micro-batched
+and classified while the next ones prepare; every item ends in exactly one result."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import structlog
@@ -22,78 +13,23 @@ from numpy.typing import NDArray
 
 from consumer.batching import Batcher
 from consumer.clock import Clock, LoopClock
-from consumer.images.budget import DecodeBudget
 from consumer.images.errors import ImageError
-from consumer.images.slots import HostSlots, host_key
 from consumer.model import LoadedModel, top_k
+from consumer.pipeline.preparation import ImagePreparation
+from consumer.pipeline.work import (
+    Decoder,
+    Fetcher,
+    ModelSource,
+    NoObserver,
+    PipelineConfig,
+    Sink,
+    StageObserver,
+    WorkItem,
+    note_stage,
+)
 from schemas import TOP_K, ErrorCode, ImageEvent, Prediction, PredictionResult
 
 log = structlog.get_logger(__name__)
-
-
-class Fetcher(Protocol):
-    async def fetch(self, url: str) -> bytes: ...
-
-
-class OpenedImage(Protocol):
-    """An image whose header is read: what decoding it will cost, and the decode itself."""
-
-    @property
-    def cost_bytes(self) -> int: ...
-
-    def decode(self) -> NDArray[np.uint8]: ...
-
-
-class Decoder(Protocol):
-    def open(self, data: bytes) -> OpenedImage: ...
-
-
-ModelSource = Callable[[], Awaitable[LoadedModel]]
-
-
-@dataclass(slots=True)
-class WorkItem:
-    """One event on its way through; `tag` is the transport's bookkeeping (e.g. an offset)."""
-
-    event: ImageEvent
-    tag: Any = None
-    submitted: float = 0.0
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-Sink = Callable[[WorkItem, PredictionResult], Awaitable[None]]
-
-
-class StageObserver(Protocol):
-    """Receives stage durations, e.g. to feed metrics; the default does nothing."""
-
-    def stage(self, name: str, seconds: float) -> None: ...
-
-    def batch(self, size: int, seconds: float) -> None: ...
-
-
-class _NoObserver:
-    def stage(self, name: str, seconds: float) -> None:
-        return None
-
-    def batch(self, size: int, seconds: float) -> None:
-        return None
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    model_name: str = ""
-    max_batch_size: int = 32
-    max_batch_delay_s: float = 0.05
-    # Batches waiting for the inference thread besides the one it runs: keeps the CPU fed.
-    queued_batches: int = 1
-    # Images downloading or waiting to be decoded at once: bounds the raw bytes held in memory
-    # (at most this many bodies of up to the size cap) when decoding falls behind.
-    max_undecoded: int = 32
-    # ... of which one host may hold at most this many (None: all), so a slow host cannot.
-    max_undecoded_per_host: int | None = None
-    # Estimated bytes that images being decoded may hold at once (see DecodeBudget).
-    decode_budget_bytes: int = 256 * 2**20
 
 
 class _Wake:
@@ -118,23 +54,21 @@ class Pipeline:
         observer: StageObserver | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self._fetcher = fetcher
-        self._decoder = decode
         self._model_source = model
         self._sink = sink
-        self._decode_pool = decode_pool
         self._inference_pool = inference_pool
         self._config = config
-        self._observer: StageObserver = observer or _NoObserver()
+        self._observer: StageObserver = observer or NoObserver()
         self._clock: Clock = clock or LoopClock()
+        self._preparation = ImagePreparation(
+            fetcher, decode, decode_pool, config, self._observer, self._clock
+        )
         self._ready: asyncio.Queue[tuple[WorkItem, NDArray[np.uint8]] | _Wake] = asyncio.Queue()
         self._batches: asyncio.Queue[list[tuple[WorkItem, NDArray[np.uint8]]]] = asyncio.Queue(
             maxsize=config.queued_batches
         )
         self._preparing: set[asyncio.Task[None]] = set()
         self._fetching = 0  # items not yet fetched and decoded (or failed)
-        self._undecoded = HostSlots(config.max_undecoded, config.max_undecoded_per_host)
-        self._decode_budget = DecodeBudget(config.decode_budget_bytes)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -196,11 +130,7 @@ class Pipeline:
         # This task's own context: every line logged below it (retries too) names the image.
         structlog.contextvars.bind_contextvars(id=event.id, url=event.url)
         try:
-            waited = self._clock.now()
-            async with self._undecoded.hold(host_key(event.url)):
-                # Time spent waiting for a download slot while decoding is behind.
-                self._note(item, "fetch_wait", self._clock.now() - waited)
-                image = await self._fetch_and_decode(item)
+            image = await self._preparation.prepare(item)
         except ImageError as exc:
             await self._fail(item, exc.code, exc.message)
         except Exception as exc:
@@ -215,37 +145,8 @@ class Pipeline:
             if self._fetching == 0:
                 self._ready.put_nowait(_WAKE)
 
-    async def _fetch_and_decode(self, item: WorkItem) -> NDArray[np.uint8]:
-        event = item.event
-        start = self._clock.now()
-        data = await self._fetcher.fetch(event.url)
-        fetched = self._clock.now()
-        self._note(item, "fetch", fetched - start)
-        log.debug(
-            "image_fetched",
-            id=event.id,
-            url=event.url,
-            bytes=len(data),
-            ms=item.timings_ms["fetch"],
-        )
-        loop = asyncio.get_running_loop()
-        opened = await loop.run_in_executor(self._decode_pool, self._decoder.open, data)
-        async with self._decode_budget.reserve(opened.cost_bytes):
-            started, image = await loop.run_in_executor(
-                self._decode_pool, self._timed_decode, opened
-            )
-        # Header read, waiting for room in the budget and for a decode thread.
-        self._note(item, "decode_wait", started - fetched)
-        self._note(item, "decode", self._clock.now() - started)
-        log.debug("image_decoded", id=event.id, url=event.url, ms=item.timings_ms["decode"])
-        return image
-
-    def _timed_decode(self, opened: OpenedImage) -> tuple[float, NDArray[np.uint8]]:
-        return self._clock.now(), opened.decode()
-
     def _note(self, item: WorkItem, stage: str, seconds: float) -> None:
-        item.timings_ms[stage] = round(seconds * 1000, 3)
-        self._observer.stage(stage, seconds)
+        note_stage(self._observer, item, stage, seconds)
 
     async def _fail(self, item: WorkItem, code: ErrorCode, message: str) -> None:
         log.debug(
