@@ -12,7 +12,8 @@ import structlog
 
 from consumer.config import Settings
 from consumer.http import make_app, start_http
-from consumer.kafka.service import KafkaService, ServiceState
+from consumer.kafka.service import KafkaService
+from consumer.kafka.state import ServiceState
 from consumer.metrics import Metrics
 from consumer.runtime import Runtime
 

@@ -15,7 +15,8 @@ from aiokafka import TopicPartition
 
 from consumer.clock import Clock
 from consumer.config import Settings
-from consumer.kafka.service import KafkaService, ServiceState
+from consumer.kafka.service import KafkaService
+from consumer.kafka.state import ServiceState
 from consumer.metrics import Metrics
 from consumer.model import LoadedModel
 from consumer.pipeline import Pipeline, PipelineConfig, Sink, StageObserver

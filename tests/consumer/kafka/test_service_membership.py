@@ -141,7 +141,7 @@ async def test_readiness_is_off_from_a_revoke_until_the_next_assignment(
         assert not rebalance.done()  # the revoke waits for the acks (0.5 s)
         await asyncio.wait_for(rebalance, 5)
         assert service.state.ready
-        assert service._owned == {P1}
+        assert service.owned == {P1}
         assert "commit 0:3" in kafka.journal  # drained and committed before giving P0 up
 
 
