@@ -29,9 +29,9 @@ from bench.kafka import (
     delete_topics,
     service_env,
 )
+from bench.phases import measured_phase
 from bench.procs import CpuMeter
 from bench.records import Phase, scaled, to_json
-from bench.scenarios.stream import _measured
 from bench.stats import ratio, spread
 from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
@@ -122,7 +122,7 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
                         return await side.pub.burst(urls, config.burst_events, f"{key}-cap{r}")
 
                     results[key]["capacity"].append(
-                        await _measured(
+                        await measured_phase(
                             side.serve, side.reader, side.pub, side.cpu, burst, config.timeout_s
                         )
                     )
@@ -141,7 +141,7 @@ async def run_pair(ctx: BenchContext, pair: Pair, config: Config) -> dict[str, A
                         return await side.pub.steady(urls, rate, count, f"{key}-steady{r}")
 
                     results[key]["steady"].append(
-                        await _measured(
+                        await measured_phase(
                             side.serve,
                             side.reader,
                             side.pub,

@@ -13,7 +13,6 @@ share this machine's cores.
 
 from __future__ import annotations
 
-import math
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -24,14 +23,13 @@ from bench.kafka import (
     ResultReader,
     broker_pid,
     delete_topics,
-    histograms,
     service_env,
 )
 from bench.measure import mean_ceiling, measure_ceiling
+from bench.phases import BATCH_DELAY_S, measured_phase
 from bench.procs import CpuMeter
 from bench.records import (
     Ceiling,
-    Latency,
     Phase,
     SizeFigures,
     StreamVariant,
@@ -39,13 +37,11 @@ from bench.records import (
     stream_variants,
     to_json,
 )
-from bench.stats import HistogramSnapshot, diff_histograms, percentile, sustained_rate
 from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
 
 NAME = "stream"
 NEEDS_KAFKA = True
-BATCH_DELAY_S = 0.050  # the service default BIRDWATCH_MAX_BATCH_DELAY_MS
 
 
 @dataclass(frozen=True)
@@ -87,69 +83,6 @@ class Config:
 
 def _clamp(value: float, low: int, high: int) -> int:
     return max(low, min(high, round(value)))
-
-
-def stage_summary(diff: dict[str, HistogramSnapshot]) -> dict[str, dict[str, float]]:
-    return {stage: snap.summary() for stage, snap in sorted(diff.items()) if snap.count}
-
-
-def phase_record(
-    ids: list[str],
-    sent: dict[str, float],
-    reader: ResultReader,
-    stages: dict[str, dict[str, float]],
-    batch: HistogramSnapshot | None,
-    cpu: dict[str, float],
-) -> Phase:
-    """Throughput, latency and stage figures of one phase."""
-    results = [reader.results[i] for i in ids]
-    done = [r.produced_ms / 1000 for r in results]
-    latencies = [r.produced_ms / 1000 - sent[i] for i, r in zip(ids, results, strict=True)]
-    first_sent = min(sent[i] for i in ids)
-    span = max(done) - first_sent
-    achieved = len(ids) / span if span > 0 else math.nan
-    sustained = sustained_rate(done)
-    # One batch's processing: an image's fetch and decode, then its batch's inference (means:
-    # the histogram buckets are too coarse for medians).
-    processing = sum(stages.get(s, {}).get("mean", 0.0) for s in ("fetch", "decode", "inference"))
-    return Phase(
-        events=len(ids),
-        ok=sum(r.status == "ok" for r in results),
-        errors=sum(r.status != "ok" for r in results),
-        achieved_per_s=achieved,
-        # Too few completions to leave out the fill-up (one batch): the rate from the first send.
-        sustained_per_s=achieved if math.isnan(sustained) else sustained,
-        latency_s=Latency(
-            p50=percentile(latencies, 0.50),
-            p95=percentile(latencies, 0.95),
-            p99=percentile(latencies, 0.99),
-            max=max(latencies),
-        ),
-        stages={k: dict(v) for k, v in stages.items()},
-        mean_batch=batch.mean if batch is not None else float("nan"),
-        cpu=dict(cpu),
-        p99_bound_s=2 * (BATCH_DELAY_S + processing),
-        consumer_cpu_ms_per_image=1000 * cpu.get("consumer_cpu_s", math.nan) / len(ids),
-    )
-
-
-async def _measured(
-    serve: ServeProcess,
-    reader: ResultReader,
-    pub: Publisher,
-    cpu: CpuMeter,
-    send: Any,
-    timeout_s: float,
-) -> Phase:
-    before = await histograms(serve)
-    cpu.start()
-    ids: list[str] = await send()
-    await reader.wait_for(ids, timeout_s)
-    used = cpu.stop()
-    after = await histograms(serve)
-    stages = stage_summary(diff_histograms(after["stage"], before["stage"]))
-    batch = diff_histograms(after["batch"], before["batch"]).get("")
-    return phase_record(ids, pub.sent.at, reader, stages, batch, used)
 
 
 async def run_variant(
@@ -231,7 +164,7 @@ async def _run_size(
         ceilings.append(
             await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
         )
-    capacity = await _measured(serve, reader, pub, cpu, burst, config.timeout_s)
+    capacity = await measured_phase(serve, reader, pub, cpu, burst, config.timeout_s)
     if config.ceiling_seconds > 0:
         ceilings.append(
             await measure_ceiling(site, variant.backend, variant.env, size, config.ceiling_seconds)
@@ -245,7 +178,7 @@ async def _run_size(
         async def steady(rate: float = rate, n: int = n, load: float = load) -> list[str]:
             return await pub.steady(urls, rate, n, f"{size}-load{int(load * 100)}")
 
-        phase = await _measured(
+        phase = await measured_phase(
             serve, reader, pub, cpu, steady, config.timeout_s + config.phase_seconds * 4
         )
         phases[str(int(load * 100))] = replace(phase, offered_per_s=rate)
