@@ -11,14 +11,19 @@ import functools
 
 from consumer.kafka.clients import KafkaClients
 from consumer.testing.memory_kafka.admin import MemoryAdmin
-from consumer.testing.memory_kafka.cluster import Commit, MemoryKafka, StoredRecord, Transaction
+from consumer.testing.memory_kafka.cluster import MemoryKafka, StoredRecord, Transaction
 from consumer.testing.memory_kafka.consumer import MemoryConsumer
 from consumer.testing.memory_kafka.group import Group
+from consumer.testing.memory_kafka.journal import Event, Journal
+from consumer.testing.memory_kafka.offsets import Commit, GroupOffsets
 from consumer.testing.memory_kafka.producer import MemoryProducer
 
 __all__ = [
     "Commit",
+    "Event",
     "Group",
+    "GroupOffsets",
+    "Journal",
     "MemoryAdmin",
     "MemoryConsumer",
     "MemoryKafka",

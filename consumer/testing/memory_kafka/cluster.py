@@ -1,5 +1,6 @@
 """The in-memory cluster: partitioned topics, committed offsets, transactions and the faults
-a test injects. Consumers and producers (`MemoryConsumer`, `MemoryProducer`) talk to it.
+a test injects. Consumers and producers (`MemoryConsumer`, `MemoryProducer`) talk to it, and
+what they do is written, in order, to its `journal`.
 
 It keeps what the adapter relies on (offsets per partition, read_committed visibility of
 transactions, a group's committed offsets) and leaves out the rest (replication, retention).
@@ -11,14 +12,16 @@ import asyncio
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from consumer.testing.memory_kafka.group import Group
+from consumer.testing.memory_kafka.group import Group, Member
+from consumer.testing.memory_kafka.journal import Journal
+from consumer.testing.memory_kafka.offsets import Commit, GroupOffsets
 
 TxnState = Literal["open", "committed", "aborted"]
 Headers = list[tuple[str, bytes]]
@@ -50,27 +53,20 @@ class StoredRecord:
         return self.txn.state == "committed"
 
 
-@dataclass
-class Commit:
-    """Offsets a group committed, by a consumer or through a transaction."""
-
-    group_id: str
-    offsets: dict[TopicPartition, int]
-    transactional: bool
-
-
 class MemoryKafka:
-    """A cluster in memory; topics are created on first use with `default_partitions`."""
+    """A cluster in memory; topics are created on first use with `default_partitions`.
+    Offsets committed in a transaction show to `MemoryConsumer.committed` only after
+    `transactional_offsets_lag_reads` further reads of their partition (see offsets.py)."""
 
-    def __init__(self, default_partitions: int = 1) -> None:
+    def __init__(self, default_partitions: int = 1, transactional_offsets_lag_reads: int = 0):
         self.default_partitions = default_partitions
         self._logs: dict[str, list[list[StoredRecord]]] = {}
-        self._committed: dict[str, dict[TopicPartition, int]] = {}
+        self.offsets = GroupOffsets(transactional_offsets_lag_reads)
+        self.journal = Journal()
         self._groups: dict[str, Group] = {}
         self._epochs: dict[str, int] = {}
         self._round_robin = 0
         self._changed = asyncio.Event()
-        self.commits: list[Commit] = []
         self.transactions: list[Transaction] = []
         self.send_attempts = 0
         # Faults: consumed one per operation, in order.
@@ -175,17 +171,23 @@ class MemoryKafka:
 
     def committed(self, group_id: str) -> dict[TopicPartition, int]:
         """The group's committed offsets (a copy)."""
-        return dict(self._committed.get(group_id, {}))
+        return self.offsets.committed(group_id)
+
+    @property
+    def commits(self) -> list[Commit]:
+        return self.offsets.commits
 
     def commit_offsets(
         self, group_id: str, offsets: dict[TopicPartition, int], transactional: bool = False
     ) -> None:
-        self._committed.setdefault(group_id, {}).update(offsets)
-        self.commits.append(Commit(group_id, dict(offsets), transactional))
+        self.offsets.commit(group_id, offsets, transactional)
 
-    async def rebalance(self, group_id: str) -> None:
-        """Make the group rebalance now (as a membership change would) and wait for it."""
-        await self.group(group_id).rebalance()
+    async def rebalance(
+        self, group_id: str, assignment: Mapping[Member, set[TopicPartition]] | None = None
+    ) -> None:
+        """Make the group rebalance now (as a membership change would) and wait for it; with
+        `assignment`, its members get these partitions (the others none) instead of a share."""
+        await self.group(group_id).rebalance(assignment)
 
     # --- transactional ids -----------------------------------------------------------------
 
@@ -212,6 +214,7 @@ class MemoryKafka:
 
     def end_transaction(self, txn: Transaction, commit: bool) -> None:
         txn.state = "committed" if commit else "aborted"
+        self.journal.record("transaction.commit" if commit else "transaction.abort")
         if commit and txn.group_id is not None and txn.offsets:
             self.commit_offsets(txn.group_id, txn.offsets, transactional=True)
         self.notify()

@@ -51,6 +51,7 @@ class MemoryConsumer:
         if self.stopped:
             return
         self.stopped = True
+        self.kafka.journal.record("consumer.stop")
         self.kafka.group(self.group_id).leave(self)
         self._assigned = set()
 
@@ -66,7 +67,8 @@ class MemoryConsumer:
     async def assign(self, partitions: set[TopicPartition], generation: int) -> None:
         if self.stopped:
             return
-        committed = self.kafka.committed(self.group_id)
+        # Where the group's offsets say to start, as an OffsetFetch reports them now.
+        committed = self.kafka.offsets.shown(self.group_id)
         self._assigned = set(partitions)
         self._paused = set()  # a new assignment starts unpaused, as in aiokafka
         self._fetched &= self._assigned
@@ -137,7 +139,9 @@ class MemoryConsumer:
     # --- offsets -------------------------------------------------------------------------
 
     async def committed(self, partition: TopicPartition) -> int | None:
-        return self.kafka.committed(self.group_id).get(partition)
+        """An OffsetFetch: a transaction's offsets may show late (`MemoryKafka` docstring)."""
+        self.kafka.journal.record("read", partition=partition)
+        return self.kafka.offsets.fetch(self.group_id, partition)
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if self.stopped:
@@ -148,4 +152,6 @@ class MemoryConsumer:
         fault = self.kafka.next_fault("commit")
         if fault is not None:
             raise fault
-        self.kafka.commit_offsets(self.group_id, {tp: m.offset for tp, m in offsets.items()})
+        plain = {tp: m.offset for tp, m in offsets.items()}
+        self.kafka.journal.record("commit", plain)
+        self.kafka.commit_offsets(self.group_id, plain)

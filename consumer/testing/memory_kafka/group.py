@@ -10,7 +10,7 @@ revoke callback, as aiokafka's does. Listener errors are logged and swallowed, a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 import structlog
@@ -65,14 +65,20 @@ class Group:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def rebalance(self) -> None:
+    async def rebalance(
+        self, assignment: Mapping[Member, set[TopicPartition]] | None = None
+    ) -> None:
+        """Revoke everything, then deal the partitions out (or hand out `assignment`)."""
         async with self._lock:
             members = list(self.members)
             await asyncio.gather(*(m.revoke() for m in members))
             members = [m for m in members if m in self.members]  # some left meanwhile
             self.generation += 1
             self.rebalances += 1
-            plan = self._deal(members)
+            if assignment is None:
+                plan = self._deal(members)
+            else:
+                plan = {i: set(assignment.get(m, set())) for i, m in enumerate(members)}
             await asyncio.gather(
                 *(m.assign(plan[i], self.generation) for i, m in enumerate(members))
             )

@@ -35,6 +35,7 @@ class MemoryProducer:
 
     async def stop(self) -> None:
         self.stopped = True
+        self.kafka.journal.record("producer.stop")
 
     @property
     def fenced(self) -> bool:
@@ -113,5 +114,7 @@ class MemoryProducer:
             raise IllegalOperation("no open transaction")
         if self.fenced:
             raise ProducerFenced()
+        plain = {tp: meta.offset for tp, meta in offsets.items()}
+        self.kafka.journal.record("transaction.offsets", plain)
         self._txn.group_id = group_id
-        self._txn.offsets.update({tp: meta.offset for tp, meta in offsets.items()})
+        self._txn.offsets.update(plain)

@@ -1,22 +1,19 @@
 """Leaving the group on a graceful stop, against a fake coordinator (no broker).
 
-The fake negotiates versions the way a broker connection does (`Request.prepare` with the
-broker's ApiVersions range) and answers with scripted error codes."""
+The fake (tests/consumer/kafka/fakes.py) negotiates versions the way a broker connection does
+(`Request.prepare` with the broker's ApiVersions range) and answers with scripted error codes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import stamina
 from aiokafka.errors import KafkaConnectionError
-from aiokafka.protocol.group import LeaveGroupResponse_v1
 
-from consumer.kafka.leave_group import LeaveGroupResponse_v3, LeaveGroupResponse_v5
 from consumer.kafka.membership import GroupSession, LeaveOutcome, MemberIdentity, leave_group
+from tests.consumer.kafka.fakes import FakeCoordinator
 
 STATIC = MemberIdentity("grp", "member-7", generation=4, instance_id="pod-a")
 DYNAMIC = MemberIdentity("grp", "member-8", generation=4, instance_id=None)
@@ -28,43 +25,6 @@ FENCED = 82  # FENCED_INSTANCE_ID: not retriable
 def _no_retry_waits() -> Iterator[None]:
     with stamina.set_testing(True, attempts=5, cap=True):
         yield
-
-
-@dataclass
-class FakeCoordinator:
-    """A GroupSession whose coordinator speaks LeaveGroup `versions` and answers `codes` in
-    turn (an exception in `codes` is raised instead)."""
-
-    identity_: MemberIdentity | None
-    versions: tuple[int, int] = (0, 5)
-    codes: list[int | Exception] = field(default_factory=list)
-    stop_delay_s: float = 0.0
-    send_delay_s: float = 0.0
-    events: list[str] = field(default_factory=list)
-    sent: list[Any] = field(default_factory=list)
-
-    def identity(self) -> MemberIdentity | None:
-        return self.identity_
-
-    async def stop_coordination(self) -> None:
-        self.events.append("stop")
-        await asyncio.sleep(self.stop_delay_s)
-        self.events.append("stopped")
-
-    async def send_to_coordinator(self, request: Any) -> Any:
-        wire = request.prepare({13: self.versions})  # may raise, as on a real connection
-        self.events.append(f"send v{wire.API_VERSION}")
-        self.sent.append(wire)
-        await asyncio.sleep(self.send_delay_s)
-        code = self.codes.pop(0) if self.codes else 0
-        if isinstance(code, Exception):
-            raise code
-        if wire.API_VERSION < 3:
-            return LeaveGroupResponse_v1(0, code)
-        rows = [(m[0], m[1], code) for m in wire.members]
-        if wire.API_VERSION == 3:
-            return LeaveGroupResponse_v3(0, 0, rows)
-        return LeaveGroupResponse_v5(0, 0, [(*row, {}) for row in rows], {})
 
 
 def test_the_fake_is_a_group_session() -> None:
