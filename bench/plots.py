@@ -13,6 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bench.records import (
+    MemoryResult,
+    ScaleoutResult,
     SizeFigures,
     cold_ratios,
     limits_critical_paths,
@@ -185,16 +187,17 @@ def plot_stages(result: dict[str, Any], path: Path, load: str = "50") -> Path:
 
 
 def plot_scaleout(result: dict[str, Any], path: Path) -> Path:
-    counts = [int(n) for n in result["counts"]]
-    rates = [result["counts"][str(n)]["throughput_per_s"] for n in counts]
-    spans = [result["counts"][str(n)].get("throughput") for n in counts]
-    low = [r - s["min"] if s else 0.0 for r, s in zip(rates, spans, strict=True)]
-    high = [s["max"] - r if s else 0.0 for r, s in zip(rates, spans, strict=True)]
+    record = ScaleoutResult.of(result)
+    counts = [int(n) for n in record.counts]
+    figures = [record.counts[str(n)] for n in counts]
+    rates = [scaled(c.throughput_per_s, 1) for c in figures]
+    low = [r - scaled(c.throughput.min, 1) for r, c in zip(rates, figures, strict=True)]
+    high = [scaled(c.throughput.max, 1) - r for r, c in zip(rates, figures, strict=True)]
     one = rates[0] if counts and counts[0] == 1 else None
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.bar([str(n) for n in counts], rates, yerr=[low, high], capsize=4, color="#3a7ec2")
     if one:
-        cpus = result.get("cpus") or 2
+        cpus = record.cpus or 2
         ideal = [one * min(n, cpus) for n in counts]
         ax.plot([str(n) for n in counts], ideal, "k--", marker="_", label="linear up to the cores")
         ax.legend(fontsize=8)
@@ -202,23 +205,23 @@ def plot_scaleout(result: dict[str, Any], path: Path) -> Path:
         ax.text(i, r, f"{r:.0f}/s", ha="center", va="bottom")
     ax.set_xlabel("consumers, one pinned CPU each (2 cores here)")
     ax.set_ylabel("images/s to drain the burst")
-    ax.set_title(f"Scale-out: {result['config']['events']} events, 6 partitions")
+    ax.set_title(f"Scale-out: {record.events} events, 6 partitions")
     return _save(fig, path)
 
 
 def plot_memory(result: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     right = ax.twinx()
-    for backend, data in result["backends"].items():
-        t = [s[0] for s in data["samples"]]
-        rss = [s[1] for s in data["samples"]]
+    for backend, data in MemoryResult.of(result).variants.items():
+        t = [s[0] for s in data.samples]
+        rss = [s[1] for s in data.samples]
         ax.plot(t, rss, color=_COLORS.get(backend), label=f"{backend} RSS")
-        start, end = data["load_s"]
+        start, end = data.load_s
         ax.axvspan(start, end, color=_COLORS.get(backend), alpha=0.06)
-        if data.get("in_flight"):
+        if data.in_flight:
             right.plot(
-                [p[0] for p in data["in_flight"]],
-                [p[1] for p in data["in_flight"]],
+                [p[0] for p in data.in_flight],
+                [scaled(p[1], 1) for p in data.in_flight],
                 color=_COLORS.get(backend),
                 linestyle=":",
                 linewidth=1,

@@ -12,9 +12,22 @@ from typing import Any
 
 from bench.common import fmt, load_json
 from bench.paths import OUT_DIR
-from bench.records import RunInfo, SizeFigures, scaled, stream_variants
-from bench.report_cold import DASH, cell, cold_tables, limits_tables, markdown_table
-from bench.scenarios.memory import undecoded
+from bench.records import (
+    MemoryResult,
+    RunInfo,
+    ScaleoutResult,
+    SizeFigures,
+    scaled,
+    stream_variants,
+)
+from bench.report_cold import (
+    DASH,
+    cell,
+    cold_tables,
+    limits_tables,
+    markdown_table,
+    spread_cell,
+)
 from bench.stats import STAGES
 from bench.targets import all_checks
 
@@ -134,20 +147,19 @@ def knobs_tables(knobs: dict[str, Any]) -> list[str]:
 
 
 def scaleout_tables(scaleout: dict[str, Any]) -> list[str]:
+    record = ScaleoutResult.of(scaleout)
     rows = []
-    for n, c in scaleout["counts"].items():
-        up = scaleout["speedup"].get(n, {})
+    for n, c in record.counts.items():
+        busy = (scaled(c.consumers_busy, 100), scaled(c.machine_busy, 100))
         rows.append(
             [
                 n,
-                cell(c["drain"], unit=" s"),
-                cell(c["throughput"], 0, "/s"),
-                cell(up, 2, "x") if up else "-",
-                fmt(c["cpu_ms_per_image"], 1),
-                f"{fmt(c['consumers_busy'] * 100, 0)}% / {fmt(c['machine_busy'] * 100, 0)}%",
-                ", ".join(
-                    f"cpu{p['cpu'][0]}: {int(p['results'])}" for p in c["per_consumer"] if p["cpu"]
-                ),
+                spread_cell(c.drain, unit=" s"),
+                spread_cell(c.throughput, 0, "/s"),
+                spread_cell(record.speedup.get(n), 2, "x"),
+                fmt(c.cpu_ms_per_image, 1),
+                f"{fmt(busy[0], 0)}% / {fmt(busy[1], 0)}%",
+                ", ".join(f"cpu{p.cpu[0]}: {int(p.results)}" for p in c.per_consumer if p.cpu),
             ]
         )
     return markdown_table(
@@ -166,19 +178,18 @@ def scaleout_tables(scaleout: dict[str, Any]) -> list[str]:
 
 def memory_tables(memory: dict[str, Any]) -> list[str]:
     rows = []
-    for name, m in memory["backends"].items():
-        stages = m.get("images_in_stage", {})
+    for name, m in MemoryResult.of(memory).variants.items():
         rows.append(
             [
                 name,
-                fmt(m["model_bytes"] / 2**20, 1),
-                fmt(m["idle_rss_mib"], 0),
-                fmt(m["peak_rss_mib"], 0),
-                f"{fmt(m['settled_min_mib'], 0)}{DASH}{fmt(m['settled_max_mib'], 0)}",
-                fmt(m["growth_mib_per_min"], 1),
-                fmt(m["classified_per_s"], 1),
-                fmt(undecoded(stages), 1),
-                fmt(m.get("waiting_bytes_mib"), 0),
+                fmt(m.model_bytes / 2**20, 1),
+                fmt(m.idle_rss_mib, 0),
+                fmt(m.peak_rss_mib, 0),
+                f"{fmt(m.settled_min_mib, 0)}{DASH}{fmt(m.settled_max_mib, 0)}",
+                fmt(m.growth_mib_per_min, 1),
+                fmt(m.classified_per_s, 1),
+                fmt(m.undecoded, 1),
+                fmt(m.waiting_bytes_mib, 0),
             ]
         )
     return markdown_table(

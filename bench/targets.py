@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.common import fmt
-from bench.records import cold_ratios, limits_critical_paths, stream_variants
+from bench.records import (
+    MemoryResult,
+    ScaleoutResult,
+    cold_ratios,
+    limits_critical_paths,
+    stream_variants,
+)
 
 COLD_RATIO = {"tensorflow": 3.0, "litert": 15.0}
 COLD_CRITICAL_PATH = 1.25
@@ -136,7 +142,8 @@ def stream_checks(stream: dict[str, Any], limits: dict[str, Any] | None) -> list
 
 
 def scaleout_checks(scaleout: dict[str, Any]) -> list[Check]:
-    two = _num(scaleout.get("speedup", {}).get("2", {}).get("median"))
+    two_range = ScaleoutResult.of(scaleout).speedup.get("2")
+    two = _num(two_range.median if two_range else None)
     if math.isnan(two):
         return []
     return [
@@ -160,23 +167,22 @@ def is_flat(growth_mib: float, rss_mib: float) -> bool:
 def memory_checks(memory: dict[str, Any]) -> list[Check]:
     from bench.scenarios.memory import settled_growth_mib
 
-    warmup = float(memory.get("config", {}).get("warmup_fraction", 0.3))
+    record = MemoryResult.of(memory)
     checks = []
-    for backend, m in memory.get("backends", {}).items():
-        growth = settled_growth_mib(m["samples"], m["load_s"], warmup)
-        rss = _num(m["settled_max_mib"])
-        seconds = m["load_s"][1] - m["load_s"][0]
+    for backend, m in record.variants.items():
+        growth = settled_growth_mib(m.samples, m.load_s, record.warmup_fraction)
+        rss = _num(m.settled_max_mib)
         checks.append(
             Check(
                 f"memory {backend}: flat after warm-up",
-                f"{fmt(growth, 1)} MiB (last vs first third of {fmt(seconds, 0)} s of load; "
-                f"slope {fmt(_num(m['growth_mib_per_min']), 1)} MiB/min)",
+                f"{fmt(growth, 1)} MiB (last vs first third of {fmt(m.load_seconds, 0)} s of "
+                f"load; slope {fmt(_num(m.growth_mib_per_min), 1)} MiB/min)",
                 f"<= {fmt(flat_limit_mib(rss), 1)} MiB",
                 _met(is_flat(growth, rss), growth, rss),
             )
         )
-        peak = _num(m["peak_rss_mib"])
-        budget = _num(m["model_bytes"]) / 2**20 + MEMORY_HEADROOM_MIB
+        peak = _num(m.peak_rss_mib)
+        budget = m.model_bytes / 2**20 + MEMORY_HEADROOM_MIB
         checks.append(
             Check(
                 f"memory {backend}: peak RSS",

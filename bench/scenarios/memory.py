@@ -30,6 +30,8 @@ from bench.kafka import (
     service_env,
 )
 from bench.procs import memory_mib
+from bench.records import MemoryResult, MemoryVariant, to_json
+from bench.records.memory import undecoded
 from bench.stats import STAGES, diff_histograms, slope_per_s
 from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
@@ -120,7 +122,7 @@ def settled_growth_mib(
 
 def analyse(
     samples: list[tuple[float, float, float]], load_start: float, load_end: float, warmup: float
-) -> dict[str, Any]:
+) -> dict[str, float]:
     """Idle RSS, peak, and the RSS trend after warm-up (MiB, MiB/min)."""
     idle = [rss for t, rss, _ in samples if t < load_start]
     loaded = [(t, rss) for t, rss, _ in samples if load_start <= t <= load_end]
@@ -158,7 +160,7 @@ def gauge(text: str, name: str) -> float:
     return float("nan")
 
 
-async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> dict[str, Any]:
+async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> MemoryVariant:
     assert ctx.bootstrap is not None
     site = ctx.site
     backend = variant.backend
@@ -201,53 +203,49 @@ async def run_variant(ctx: BenchContext, variant: Variant, config: Config) -> di
     }
     photos = site.photos.sizes(config.size)
     mean_bytes = sum(photos) / len(photos)
-    return {
+    return MemoryVariant(
         **analysis,
-        "backend": backend,
-        "env": variant.env,
-        "images_in_stage": occupancy,
-        "photo_mean_mib": mean_bytes / 2**20,
+        backend=backend,
+        env=dict(variant.env),
+        images_in_stage=dict(occupancy),
+        photo_mean_mib=mean_bytes / 2**20,
         # Photos fetched, not yet decoded: each holds its compressed bytes (the fetch stage
         # holds part of one while it streams in).
-        "waiting_bytes_mib": undecoded(occupancy) * mean_bytes / 2**20,
-        "in_flight": [[round(t, 2), v] for t, v in in_flight],
-        "model_bytes": site.model_file(backend).stat().st_size,
-        "classified": classified,
-        "classified_per_s": classified / (load_end - load_start),
-        "load_s": [load_start, load_end],
-        "samples": [[round(t, 3), round(r, 1), round(h, 1)] for t, r, h in sampler.samples],
-    }
-
-
-def undecoded(occupancy: dict[str, float]) -> float:
-    """Photos downloaded and not yet decoded, on average: waiting for a decode thread or in it."""
-    return occupancy.get("decode_wait", 0.0) + occupancy.get("decode", 0.0)
+        waiting_bytes_mib=undecoded(occupancy) * mean_bytes / 2**20,
+        in_flight=[(round(t, 2), v) for t, v in in_flight],
+        model_bytes=site.model_file(backend).stat().st_size,
+        classified=classified,
+        classified_per_s=classified / (load_end - load_start),
+        load_s=(load_start, load_end),
+        samples=[(round(t, 3), round(r, 1), round(h, 1)) for t, r, h in sampler.samples],
+    )
 
 
 async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
     config = config or Config()
     if ctx.bootstrap is None:
         raise RuntimeError("the memory scenario needs a Kafka broker")
+    variants = {v.name: await run_variant(ctx, v, config) for v in config.variants}
     return {
         "config": asdict(config),
-        "backends": {v.name: await run_variant(ctx, v, config) for v in config.variants},
+        "backends": {name: to_json(v) for name, v in variants.items()},
     }
 
 
 def summary(result: dict[str, Any]) -> list[str]:
     lines = ["memory: RSS of one saturated consumer (MiB)"]
-    for backend, m in result["backends"].items():
+    for backend, m in MemoryResult.of(result).variants.items():
         lines.append(
-            f"  {backend:<12} idle {fmt(m['idle_rss_mib'], 0)}  peak {fmt(m['peak_rss_mib'], 0)}"
-            f"  after warm-up {fmt(m['settled_min_mib'], 0)}-{fmt(m['settled_max_mib'], 0)}"
-            f"  trend {fmt(m['growth_mib_per_min'], 1)} MiB/min  model "
-            f"{fmt(m['model_bytes'] / 2**20, 1)} MiB  ({fmt(m['classified_per_s'], 1)} images/s)"
+            f"  {backend:<12} idle {fmt(m.idle_rss_mib, 0)}  peak {fmt(m.peak_rss_mib, 0)}"
+            f"  after warm-up {fmt(m.settled_min_mib, 0)}-{fmt(m.settled_max_mib, 0)}"
+            f"  trend {fmt(m.growth_mib_per_min, 1)} MiB/min  model "
+            f"{fmt(m.model_bytes / 2**20, 1)} MiB  ({fmt(m.classified_per_s, 1)} images/s)"
         )
-        stages = m.get("images_in_stage", {})
+        stages = m.images_in_stage
         lines.append(
             f"    images on average waiting to download {fmt(stages.get('fetch_wait'), 1)}, "
             f"downloading {fmt(stages.get('fetch'), 1)}, downloaded and not yet decoded "
-            f"{fmt(undecoded(stages), 1)} (~{fmt(m.get('waiting_bytes_mib'), 0)} MiB of "
+            f"{fmt(m.undecoded, 1)} (~{fmt(m.waiting_bytes_mib, 0)} MiB of "
             f"compressed photos), decoded and queued {fmt(stages.get('queue'), 1)}"
         )
     return lines

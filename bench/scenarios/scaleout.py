@@ -25,6 +25,15 @@ from bench.kafka import (
     wait_group_stable,
 )
 from bench.procs import CpuMeter, cpu_seconds
+from bench.records import (
+    ConsumerShare,
+    Range,
+    ScaleCount,
+    ScaleoutResult,
+    ScaleRun,
+    scaled,
+    to_json,
+)
 from bench.stats import ratio, spread, sustained_rate
 from consumer.testing.serve import ServeProcess
 from consumer.testing.topics import Topics, create_topics
@@ -50,7 +59,7 @@ def cpu_for(index: int, cores: int) -> int:
     return allowed[index % len(allowed)]
 
 
-async def run_count(ctx: BenchContext, n: int, config: Config) -> dict[str, Any]:
+async def run_count(ctx: BenchContext, n: int, config: Config) -> ScaleRun:
     assert ctx.bootstrap is not None
     site = ctx.site
     topics = Topics.unique(f"bench-scale{n}")
@@ -84,13 +93,8 @@ async def run_count(ctx: BenchContext, n: int, config: Config) -> dict[str, Any]
             per_consumer = []
             for s, before, after in zip(serves, cpu_before, cpu_after, strict=True):
                 _, text = await s.get("/metrics")
-                per_consumer.append(
-                    {
-                        "cpu": sorted(os.sched_getaffinity(s.pid)),
-                        "cpu_s": after - before,
-                        "results": _results(text),
-                    }
-                )
+                cpus = sorted(os.sched_getaffinity(s.pid))
+                per_consumer.append(ConsumerShare(cpus, after - before, _results(text)))
         finally:
             await asyncio.gather(*(s.stop() for s in serves), return_exceptions=True)
             await delete_topics(ctx.bootstrap, topics)
@@ -98,17 +102,17 @@ async def run_count(ctx: BenchContext, n: int, config: Config) -> dict[str, Any]
     first_sent = min(pub.sent.at.values())
     done = [r.produced_ms / 1000 for r in results]
     drain = max(done) - first_sent
-    return {
-        "consumers": n,
-        "events": len(ids),
-        "ok": sum(r.status == "ok" for r in results),
-        "drain_s": drain,
-        "throughput_per_s": len(ids) / drain,
-        "sustained_per_s": sustained_rate(done),
-        "group_settle_s": settle_s,
-        "per_consumer": per_consumer,
-        "cpu": machine,
-    }
+    return ScaleRun(
+        consumers=n,
+        events=len(ids),
+        ok=sum(r.status == "ok" for r in results),
+        drain_s=drain,
+        throughput_per_s=len(ids) / drain,
+        sustained_per_s=sustained_rate(done),
+        group_settle_s=settle_s,
+        per_consumer=per_consumer,
+        cpu=dict(machine),
+    )
 
 
 def _results(metrics_text: str) -> float:
@@ -119,6 +123,32 @@ def _results(metrics_text: str) -> float:
     return total
 
 
+def count_figures(runs: list[ScaleRun]) -> ScaleCount:
+    """One consumer count over its rounds."""
+
+    def median(values: list[float]) -> float:
+        return spread(values).median
+
+    return ScaleCount(
+        throughput_per_s=median([r.throughput_per_s for r in runs]),
+        drain_s=median([r.drain_s for r in runs]),
+        throughput=Range.of(spread(r.throughput_per_s for r in runs)),
+        drain=Range.of(spread(r.drain_s for r in runs)),
+        sustained_per_s=median([_nan(r.sustained_per_s) for r in runs]),
+        cpu_ms_per_image=median(
+            [1000 * sum(c.cpu_s for c in r.per_consumer) / r.events for r in runs]
+        ),
+        consumers_busy=median([_nan(r.cpu.get("ours_busy")) for r in runs]),
+        machine_busy=median([_nan(r.cpu.get("machine_busy")) for r in runs]),
+        per_consumer=runs[-1].per_consumer,
+        runs=runs,
+    )
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]:
     config = config or Config()
     if ctx.bootstrap is None:
@@ -127,54 +157,37 @@ async def run(ctx: BenchContext, config: Config | None = None) -> dict[str, Any]
         {str(n): await run_count(ctx, n, config) for n in config.consumers}
         for _ in range(config.rounds)
     ]
-    counts: dict[str, Any] = {}
-    for n in map(str, config.consumers):
-        runs = [r[n] for r in rounds]
-        counts[n] = {
-            "throughput_per_s": spread(r["throughput_per_s"] for r in runs).median,
-            "drain_s": spread(r["drain_s"] for r in runs).median,
-            "throughput": spread(r["throughput_per_s"] for r in runs).as_dict(),
-            "drain": spread(r["drain_s"] for r in runs).as_dict(),
-            "sustained_per_s": spread(r["sustained_per_s"] for r in runs).median,
-            "cpu_ms_per_image": spread(
-                1000 * sum(c["cpu_s"] for c in r["per_consumer"]) / r["events"] for r in runs
-            ).median,
-            # How much of the machine the consumers got, and how busy it was in all.
-            "consumers_busy": spread(r["cpu"]["ours_busy"] for r in runs).median,
-            "machine_busy": spread(r["cpu"]["machine_busy"] for r in runs).median,
-            "per_consumer": runs[-1]["per_consumer"],
-            "runs": runs,
-        }
-    speedup: dict[str, Any] = {}
+    counts = {n: count_figures([r[n] for r in rounds]) for n in map(str, config.consumers)}
+    speedup: dict[str, Range] = {}
     if "1" in counts:
         for n in counts:
-            speedup[n] = spread(
-                ratio(r[n]["throughput_per_s"], r["1"]["throughput_per_s"]) for r in rounds
-            ).as_dict()
+            speedup[n] = Range.of(
+                spread(ratio(r[n].throughput_per_s, r["1"].throughput_per_s) for r in rounds)
+            )
+    record = ScaleoutResult(
+        config.events, config.size, config.backend, os.cpu_count(), counts, speedup
+    )
     return {
         "config": asdict(config),
-        "cpus": os.cpu_count(),
-        "counts": counts,
-        "speedup": speedup,
+        "cpus": record.cpus,
+        "counts": {n: to_json(c) for n, c in record.counts.items()},
+        "speedup": {n: to_json(r) for n, r in record.speedup.items()},
     }
 
 
 def summary(result: dict[str, Any]) -> list[str]:
-    lines = [
-        f"scale-out: {result['config']['events']} {result['config']['size']} photos, "
-        f"{result['config']['backend']}, pinned consumers"
-    ]
-    for n, data in result["counts"].items():
+    record = ScaleoutResult.of(result)
+    lines = [f"scale-out: {record.events} {record.size} photos, {record.backend}, pinned consumers"]
+    for n, data in record.counts.items():
         shares = ", ".join(
-            f"cpu{c['cpu'][0] if c['cpu'] else '?'}:{int(c['results'])}"
-            for c in data["per_consumer"]
+            f"cpu{c.cpu[0] if c.cpu else '?'}:{int(c.results)}" for c in data.per_consumer
         )
-        up = result["speedup"].get(n, {})
+        up = record.speedup.get(n, Range(None, None, None, 0))
         lines.append(
-            f"  {n} consumer(s): drain {fmt(data['drain_s'])} s, {fmt(data['throughput_per_s'], 1)}"
-            f"/s, x{fmt(up.get('median'))} [{fmt(up.get('min'))}-{fmt(up.get('max'))}] of one, "
-            f"{fmt(data['cpu_ms_per_image'], 1)} CPU-ms/image, consumers used "
-            f"{fmt(data['consumers_busy'] * 100, 0)}% of the machine (all: "
-            f"{fmt(data['machine_busy'] * 100, 0)}%)  (results: {shares})"
+            f"  {n} consumer(s): drain {fmt(data.drain_s)} s, {fmt(data.throughput_per_s, 1)}"
+            f"/s, x{fmt(up.median)} [{fmt(up.min)}-{fmt(up.max)}] of one, "
+            f"{fmt(data.cpu_ms_per_image, 1)} CPU-ms/image, consumers used "
+            f"{fmt(scaled(data.consumers_busy, 100), 0)}% of the machine (all: "
+            f"{fmt(scaled(data.machine_busy, 100), 0)}%)  (results: {shares})"
         )
     return lines

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.common import BenchContext
+from bench.common import BenchContext, load_json
+from bench.records import MemoryResult
 from bench.runner import run_scenario
 from bench.scenarios import memory
 
@@ -33,3 +34,8 @@ async def test_memory_samples_rss_before_and_under_load(kafka_ctx: BenchContext)
     assert m["growth_mib_per_min"] == m["growth_mib_per_min"]  # a number, not NaN
     assert (kafka_ctx.out_dir / "memory.png").stat().st_size > 0
     assert memory.summary(result)
+    saved = load_json(kafka_ctx.out_dir, "memory")
+    assert saved is not None
+    record = MemoryResult.of(saved)  # what the report, plots and targets read
+    assert record.variants["litert"].samples[0] == tuple(m["samples"][0])
+    assert record.variants["litert"].model_bytes == m["model_bytes"]

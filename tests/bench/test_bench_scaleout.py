@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.common import BenchContext
+from bench.common import BenchContext, load_json
+from bench.records import ScaleoutResult
 from bench.runner import run_scenario
 from bench.scenarios import scaleout
 
@@ -29,3 +30,8 @@ async def test_scaleout_drains_a_burst_with_pinned_consumers(kafka_ctx: BenchCon
     assert result["speedup"]["2"]["median"] > 0
     assert (kafka_ctx.out_dir / "scaleout.png").stat().st_size > 0
     assert scaleout.summary(result)
+    saved = load_json(kafka_ctx.out_dir, "scaleout")
+    assert saved is not None
+    record = ScaleoutResult.of(saved)  # what the report, plots and targets read
+    assert sorted(record.counts) == ["1", "2"]
+    assert record.counts["2"].runs[0].ok == 12
