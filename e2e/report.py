@@ -1,0 +1,103 @@
+"""The figures a run prints: one short block per part, and the machine they were measured on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from e2e.records import LatencyStats
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"machine: {model}, {os.cpu_count()} CPUs"
+
+
+def latency_of(stats: LatencyStats | None) -> str:
+    return latency(stats.as_dict() if stats else None)
+
+
+def latency(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "no results"
+    p50, p99, top = (stats[k] / 1000 for k in ("p50_ms", "p99_ms", "max_ms"))
+    return f"p50 {p50:.2f} s, p99 {p99:.2f} s, max {top:.2f} s"
+
+
+def _drains(drain: dict[str, Any], what: str) -> list[str]:
+    one, two = drain["1"], drain["2"]
+    return [
+        f"  1 {what}: {one['seconds']:.1f} s ({one['per_second']:.1f} photos/s)",
+        f"  2 {what}: {two['seconds']:.1f} s ({two['per_second']:.1f} photos/s)",
+        f"  ratio 2 vs 1: {drain['ratio']:.2f}x",
+    ]
+
+
+def compose(found: dict[str, Any]) -> str:
+    checked = found["correctness"]
+    lines = [
+        "e2e-compose: PASSED",
+        f"  correctness: {checked['events']} events -> {checked['events']} ok results, "
+        f"right species, 0 lost, 0 duplicates; partitions {checked['partitions']}",
+        "  drain of a burst of large photos, one CPU per consumer:",
+        *_drains(found["drain"], "consumer"),
+    ]
+    return "\n".join(lines)
+
+
+def k8s(found: dict[str, Any]) -> str:
+    lines = ["e2e-k8s: PASSED"]
+    for guarantee, parts in found.items():
+        lines.append(f" {guarantee}:")
+        if "smoke" in parts:
+            smoke = parts["smoke"]
+            lines.append(
+                f"  smoke: {smoke['events']} events, all ok with the right species; "
+                f"{latency(smoke['latency'])}"
+            )
+        if "scaleout" in parts:
+            lines.append("  scale-out, burst of large photos, CPU limit 1 per replica:")
+            lines += _drains(parts["scaleout"], "replica(s)")
+        if "keda" in parts:
+            keda = parts["keda"]
+            lines.append(
+                f"  KEDA: {keda['events']} events, lag peak {keda['peak_lag']}; "
+                f"replicas 1 -> {keda['max_replicas']} "
+                f"(first step at {keda['scaled_up_at_s']:.0f} s) "
+                f"-> 1 at {keda['back_to_min_at_s']:.0f} s; "
+                f"lag 0 at {keda['drained_at_s']:.0f} s; plot {keda['plot']}"
+            )
+        for action in ("delete", "rollout"):
+            chaos = parts.get(f"chaos_{action}")
+            if chaos:
+                lines.append(
+                    f"  chaos, {action} during a stream: {chaos['events']} events, 0 lost, "
+                    f"{chaos['duplicates']} duplicates; {latency(chaos['latency'])}"
+                )
+    return "\n".join(lines)
+
+
+def handover(found: dict[str, Any]) -> str:
+    lines = ["e2e-handover:"]
+    for guarantee, run in found.items():
+        lines.append(
+            f" {guarantee}, {run['rate']:g} events/s: {run['events']} events, {run['lost']} lost, "
+            f"{run['duplicates']} duplicates; overall {latency(run['overall'])}; "
+            f"plot {run['plot']}"
+        )
+        for name, stats in run["windows"].items():
+            at = run["marks_s"].get(name)
+            when = (
+                f"at {at:.0f} s, whole again after {run['recovered_s'][name]:.0f} s"
+                if at is not None
+                else "before"
+            )
+            lines.append(f"  {name:<11} ({when}): {latency(stats)}")
+    return "\n".join(lines)
