@@ -5,6 +5,7 @@ as is)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,17 @@ GUARANTEES = ("at_least_once", "exactly_once")
 OVERLAY_PORT = 8765  # the web server's port in the checked-in overlay's NetworkPolicy
 
 
-def kustomization(image: str, site: Site, guarantee: str, port: int) -> dict[str, Any]:
+def kustomization(
+    image: str, site: Site, guarantee: str, port: int, overlay: str = str(OVERLAY)
+) -> dict[str, Any]:
     if guarantee not in GUARANTEES:
         raise ValueError(f"guarantee must be one of {GUARANTEES}, not {guarantee!r}")
     name, _, tag = image.rpartition(":")
     doc: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [str(OVERLAY)],
+        # kustomize takes only relative paths here.
+        "resources": [overlay],
         "images": [{"name": "birdwatch", "newName": name, "newTag": tag}],
         "configMapGenerator": [
             {
@@ -54,6 +58,10 @@ def write(folder: Path, image: str, site: Site, guarantee: str, port: int) -> Pa
     """Write the run's kustomization (JSON is YAML) into `folder`; `kubectl apply -k` it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(
-        json.dumps(kustomization(image, site, guarantee, port), indent=2) + "\n"
+        json.dumps(
+            kustomization(image, site, guarantee, port, os.path.relpath(OVERLAY, folder)),
+            indent=2,
+        )
+        + "\n"
     )
     return folder
