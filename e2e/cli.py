@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst", type=_positive(int), default=300, help="large photos per scale-out drain"
     )
     k8s.add_argument("--keda-events", type=_positive(int), default=10000)
-    k8s.add_argument("--chaos-rate", type=_positive(float), default=100.0, help="events/s")
+    k8s.add_argument("--chaos-rate", type=_positive(float), default=50.0, help="events/s")
     k8s.add_argument("--chaos-seconds", type=_positive(float), default=40.0)
     _cluster_options(k8s)
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from e2e import agents, records
+from e2e.cpu import CGROUP_CPU_SECONDS, CpuMeter, drain_figures
 from e2e.dataserver import Site, expected_species
 from e2e.settings import REPO, Environment
 from e2e.shell import E2EError, run, say, wait_for
@@ -63,6 +64,7 @@ class Stack:
 
     def __init__(self, env: Environment, site: Site, keep: bool) -> None:
         self.keep = keep
+        self.out_dir = env.out_dir
         path = env.out_dir / "compose.e2e.json"
         path.write_text(json.dumps(override(site), indent=2))
         self.base = ["docker", "compose", "-p", PROJECT, "--project-directory", str(REPO)]
@@ -103,8 +105,10 @@ class Stack:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if kind is not None:
-            say(f"failed: {exc}; consumer logs: docker compose -p {PROJECT} logs consumer")
-            run([*self.base, "logs", "--tail", "30", "consumer"], check=False, timeout=60)
+            logs = run([*self.base, "logs", "--no-color", "--tail", "200"], check=False, timeout=60)
+            path = self.out_dir / "failed-compose.log"
+            path.write_text(logs.stdout + logs.stderr)
+            say(f"the stack's logs: {path}")
         if self.keep:
             say(f"kept: docker compose -p {PROJECT} down -v to remove")
             return
@@ -148,23 +152,35 @@ def correctness(agent: agents.Agent, site: Site, consumers: int, repeat: int) ->
     return {"events": count, "lost": 0, "duplicates": 0, "wrong": 0, "partitions": owned}
 
 
-def drain(agent: agents.Agent, site: Site, consumers: int, burst: int) -> records.Drain:
+def container_cpu_seconds(container: str) -> float:
+    return float(
+        run(["docker", "exec", container, "python", "-c", CGROUP_CPU_SECONDS], quiet=True).stdout
+    )
+
+
+def drain(
+    stack: Stack, agent: agents.Agent, site: Site, consumers: int, burst: int
+) -> dict[str, Any]:
     wait_for(
         f"the group to settle with {consumers} member(s)",
         lambda: agents.group_settled(agent, GROUP, consumers, PARTITIONS),
         180,
     )
     prefix = f"compose-drain{consumers}-{int(time.time())}"
+    meter = CpuMeter(stack("ps", "-q", "consumer", timeout=60).split(), container_cpu_seconds)
+    meter.start()
     count = agents.publish(agent, TOPICS[0], prefix, site.photo_urls(large=True), burst)
     result = records.outcome(agents.collect(agent, TOPICS, prefix, count, read_committed=False))
+    share = meter.stop()
     if result.lost:
         raise E2EError(f"drain with {consumers}: {len(result.lost)} of {count} results missing")
     measured = records.drain(result)
     say(
         f"drain with {consumers} consumer(s): {count} large photos in {measured.seconds:.1f} s "
-        f"= {measured.per_second:.1f}/s"
+        f"= {measured.per_second:.1f}/s; consumers used {share.consumer_cores:.2f} cores, "
+        f"the machine {share.machine_cores:.2f}"
     )
-    return measured
+    return drain_figures(measured, share)
 
 
 def run_compose(env: Environment, site: Site, options: ComposeOptions) -> dict[str, Any]:
@@ -182,16 +198,12 @@ def run_compose(env: Environment, site: Site, options: ComposeOptions) -> dict[s
         )
         checked = correctness(agent, site, options.consumers, options.repeat)
         stack.scale(1)
-        one = drain(agent, site, 1, options.burst)
+        one = drain(stack, agent, site, 1, options.burst)
         stack.scale(2)
-        two = drain(agent, site, 2, options.burst)
+        two = drain(stack, agent, site, 2, options.burst)
     return {
         "correctness": checked,
-        "drain": {
-            "1": {"seconds": one.seconds, "per_second": one.per_second},
-            "2": {"seconds": two.seconds, "per_second": two.per_second},
-            "ratio": two.per_second / one.per_second,
-        },
+        "drain": {"1": one, "2": two, "ratio": two["per_second"] / one["per_second"]},
     }
 
 

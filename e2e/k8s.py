@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e import agents, plots, records
+from e2e.cpu import CpuMeter, drain_figures
 from e2e.dataserver import Site, expected_species
 from e2e.kube import Cluster, Deployed
 from e2e.overlay import GUARANTEES
@@ -41,7 +42,7 @@ class K8sOptions:
     repeat: int = 10  # each labelled photo this many times in the smoke check
     burst: int = 300  # large photos per scale-out drain
     keda_events: int = 10000  # small photos in the KEDA burst
-    chaos_rate: float = 100.0  # events/s of the chaos streams
+    chaos_rate: float = 50.0  # events/s of the chaos streams
     chaos_seconds: float = 40.0
     plot_dir: Path = DOCS_IMG
     keep: bool = False
@@ -76,26 +77,28 @@ def smoke(agent: agents.Agent, site: Site, guarantee: str, repeat: int) -> dict[
 
 
 def scaleout(cluster: Cluster, agent: agents.Agent, site: Site, burst: int) -> dict[str, Any]:
-    drained: dict[str, records.Drain] = {}
+    drained: dict[str, dict[str, Any]] = {}
     for replicas in (1, 2):
         settle(cluster, agent, replicas)
         prefix = f"scale{replicas}-{int(time.time())}"
+        pods = [p["metadata"]["name"] for p in cluster.consumer_pods()]
+        meter = CpuMeter(pods, cluster.cpu_seconds)
+        meter.start()
         count = agents.publish(agent, TOPICS[0], prefix, site.photo_urls(large=True), burst)
         result = records.outcome(agents.collect(agent, TOPICS, prefix, count, read_committed=False))
+        share = meter.stop()
         if result.lost:
             raise E2EError(
                 f"scale-out with {replicas}: {len(result.lost)} of {count} results missing"
             )
-        drained[str(replicas)] = records.drain(result)
+        measured = records.drain(result)
+        drained[str(replicas)] = drain_figures(measured, share)
         say(
-            f"scale-out: {replicas} replica(s) drained {count} large photos "
-            f"in {drained[str(replicas)].seconds:.1f} s"
+            f"scale-out: {replicas} replica(s) drained {count} large photos in "
+            f"{measured.seconds:.1f} s; they used {share.consumer_cores:.2f} cores, "
+            f"the machine {share.machine_cores:.2f}"
         )
-    ratio = drained["2"].per_second / drained["1"].per_second
-    return {
-        **{n: {"seconds": d.seconds, "per_second": d.per_second} for n, d in drained.items()},
-        "ratio": ratio,
-    }
+    return {**drained, "ratio": drained["2"]["per_second"] / drained["1"]["per_second"]}
 
 
 class ReplicaSampler:

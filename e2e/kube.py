@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from e2e import agents
+from e2e.cpu import CGROUP_CPU_SECONDS
 from e2e.settings import Environment
 from e2e.shell import E2EError, run, say, wait_for
 
@@ -98,6 +99,11 @@ class Cluster:
             f"--timeout={int(timeout)}s",
             timeout=timeout + 30,
         )
+
+    def cpu_seconds(self, pod: str) -> float:
+        """CPU seconds the consumer container of `pod` used so far (its cgroup)."""
+        script = ["python", "-c", CGROUP_CPU_SECONDS]
+        return float(self.kubectl("exec", pod, "-c", "consumer", "--", *script, quiet=True))
 
     def delete_pod(self, name: str) -> None:
         self.kubectl("delete", "pod", name, "--wait=false")

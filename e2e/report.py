@@ -32,12 +32,18 @@ def latency(stats: dict[str, float] | None) -> str:
 
 
 def _drains(drain: dict[str, Any], what: str) -> list[str]:
-    one, two = drain["1"], drain["2"]
-    return [
-        f"  1 {what}: {one['seconds']:.1f} s ({one['per_second']:.1f} photos/s)",
-        f"  2 {what}: {two['seconds']:.1f} s ({two['per_second']:.1f} photos/s)",
-        f"  ratio 2 vs 1: {drain['ratio']:.2f}x",
-    ]
+    lines = []
+    for count in ("1", "2"):
+        one = drain[count]
+        cpu = one["cpu"]
+        lines.append(
+            f"  {count} {what}: {one['events']} photos in {one['seconds']:.1f} s "
+            f"({one['per_second']:.1f}/s); consumers used {cpu['consumer_cores']:.2f} cores "
+            f"({one['cpu_ms_per_photo']:.0f} CPU-ms/photo), the machine {cpu['machine_cores']:.2f} "
+            f"of its CPUs (load average {one['load_average']:.1f})"
+        )
+    lines.append(f"  ratio 2 vs 1: {drain['ratio']:.2f}x")
+    return lines
 
 
 def compose(found: dict[str, Any]) -> str:
