@@ -56,11 +56,16 @@ class PodAgent:
         ]
 
 
-def call(agent: Agent, args: list[str], timeout: float = 900) -> list[dict[str, Any]]:
+def call(
+    agent: Agent, args: list[str], timeout: float = 900, save: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run an agent command; its JSON lines (also written to `save`, to re-plot a run)."""
     proc = run(agent.command(args), timeout=timeout, check=False)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise E2EError(f"agent {args[0]} failed ({proc.returncode}): {tail}")
+    if save is not None:
+        save.write_text(proc.stdout)
     return records.parse_lines(proc.stdout.splitlines())
 
 
@@ -101,11 +106,12 @@ def collect(
     expect: int,
     read_committed: bool,
     idle_s: float = 90,
+    save: Path | None = None,
 ) -> records.Collected:
     args = ["collect", "--bootstrap", agent.bootstrap, "--input", topics[0], "--results", topics[1]]
     args += ["--prefix", prefix, "--expect", str(expect), "--idle", str(idle_s)]
     args += ["--isolation", "read_committed" if read_committed else "read_uncommitted"]
-    return records.collected(call(agent, args))
+    return records.collected(call(agent, args, save=save))
 
 
 def group(agent: Agent, group_id: str) -> dict[str, Any]:

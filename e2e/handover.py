@@ -70,6 +70,40 @@ def disrupt(cluster: Cluster, name: str, replicas: int) -> None:
     cluster.wait_settled(replicas)
 
 
+@dataclass(frozen=True)
+class Disruption:
+    mark: records.Mark
+    whole_after_s: float  # until the Deployment had its replicas ready again
+
+
+def stream_through(
+    cluster: Cluster,
+    agent: agents.Agent,
+    site: Site,
+    env: Environment,
+    prefix: str,
+    options: HandoverOptions,
+) -> tuple[int, int, list[Disruption]]:
+    """Publish steadily through every disruption: (events published, stream start in ms,
+    the disruptions)."""
+    counts = plan_replicas(options.disruptions, options.replicas)
+    done: list[Disruption] = []
+    log = env.out_dir / f"{prefix}.log"
+    with agents.publishing(
+        agent, TOPICS[0], prefix, site.photo_urls(), options.rate, log
+    ) as stream:
+        origin = int(time.time() * 1000)
+        time.sleep(options.steady_s)
+        for name, replicas in zip(options.disruptions, counts, strict=True):
+            say(f"handover: {name} (then {replicas} replica(s))")
+            mark = records.Mark(name, int(time.time() * 1000))
+            disrupt(cluster, name, replicas)
+            done.append(Disruption(mark, time.time() - mark.at_ms / 1000))
+            time.sleep(options.gap_s)
+        stream.stop()
+    return agents.published_count(stream), origin, done
+
+
 def measure(
     cluster: Cluster,
     agent: agents.Agent,
@@ -78,34 +112,22 @@ def measure(
     guarantee: str,
     options: HandoverOptions,
 ) -> dict[str, Any]:
-    counts = plan_replicas(options.disruptions, options.replicas)
     settle(cluster, agent, options.replicas)
     prefix = f"handover-{guarantee}-{int(time.time())}"
-    marks: list[records.Mark] = []
-    recovered: dict[str, float] = {}
-    with agents.publishing(
-        agent, TOPICS[0], prefix, site.photo_urls(), options.rate, env.out_dir / f"{prefix}.log"
-    ) as stream:
-        origin = int(time.time() * 1000)
-        time.sleep(options.steady_s)
-        for name, replicas in zip(options.disruptions, counts, strict=True):
-            say(f"handover: {name} (then {replicas} replica(s))")
-            marks.append(records.Mark(name, int(time.time() * 1000)))
-            disrupt(cluster, name, replicas)
-            recovered[name] = time.time() - marks[-1].at_ms / 1000
-            time.sleep(options.gap_s)
-        stream.stop()
-    count = agents.published_count(stream)
+    count, origin, done = stream_through(cluster, agent, site, env, prefix, options)
     eos = guarantee == "exactly_once"
-    result = records.outcome(
-        agents.collect(agent, TOPICS, prefix, count, read_committed=eos, idle_s=120)
+    data = agents.collect(
+        agent, TOPICS, prefix, count, eos, idle_s=120, save=env.out_dir / f"{prefix}.jsonl"
     )
+    result = records.outcome(data)
     overall = records.LatencyStats.of(result.latencies_ms())
-    windows = {name: (s.as_dict() if s else None) for name, s in records.windows(result, marks)}
+    marks = [d.mark for d in done]
+    (_, steady), *windows = records.windows(result, marks)
     label = guarantee.replace("_", "-")
+    start = [(d.mark.at_ms - origin) / 1000 for d in done]
     plot = plots.plot_handover(
         records.series(result, origin),
-        [(m, (m.at_ms - origin) / 1000) for m in marks],
+        [(d.mark, at, at + d.whole_after_s) for d, at in zip(done, start, strict=True)],
         f"Handover, {label}, {options.rate:g} events/s, {options.replicas} replicas, "
         f"one 2-core node: {latency_of(overall)}",
         options.plot_dir / f"handover-{label}.png",
@@ -117,9 +139,16 @@ def measure(
         "lost": len(result.lost),
         "duplicates": result.duplicates,
         "overall": overall.as_dict() if overall else None,
-        "windows": windows,
-        "recovered_s": recovered,
-        "marks_s": {m.name: (m.at_ms - origin) / 1000 for m in marks},
+        "steady": steady.as_dict() if steady else None,
+        "disruptions": [
+            {
+                "name": d.mark.name,
+                "at_s": at,
+                "whole_after_s": d.whole_after_s,
+                "latency": stats.as_dict() if stats else None,
+            }
+            for d, at, (_, stats) in zip(done, start, windows, strict=True)
+        ],
         "plot": str(plot),
     }
 

@@ -64,37 +64,32 @@ def plot_keda(
 
 def plot_handover(
     points: Sequence[tuple[float, float]],
-    marks: Sequence[tuple[Mark, float]],
+    marks: Sequence[tuple[Mark, float, float]],
     title: str,
     path: Path,
 ) -> Path:
     """Latency of every event against its publish time (log scale), the disruptions marked.
 
-    `marks`: each disruption with its start in seconds since the stream began."""
+    `marks`: each disruption with its start and the time the Deployment was whole again, in
+    seconds since the stream began (shaded in between)."""
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    ax.scatter(
-        [t for t, _ in points],
-        [max(v, 0.001) for _, v in points],
-        s=4,
-        color="tab:blue",
-        label="event latency",
-    )
+    ax.scatter([t for t, _ in points], [max(v, 0.001) for _, v in points], s=4, color="tab:blue")
     ax.set_yscale("log")
     ax.set_xlabel("seconds since the stream began (publish time)")
     ax.set_ylabel("publish -> result (s, log scale)")
-    for mark, at in marks:
-        ax.axvline(at, color="tab:red", linestyle="--", linewidth=1)
+    for mark, start, whole in marks:
+        ax.axvspan(start, whole, color="tab:red", alpha=0.08, linewidth=0)
+        ax.axvline(start, color="tab:red", linestyle="--", linewidth=1)
         ax.annotate(
             mark.name,
-            (at, 1),
+            (start, 0.98),
             xycoords=("data", "axes fraction"),
-            rotation=90,
+            xytext=(3, 0),
+            textcoords="offset points",
             va="top",
-            ha="right",
             fontsize=8,
             color="tab:red",
         )
     ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(loc="upper left")
     fig.suptitle(title, fontsize=10)
     return _save(path)

@@ -98,12 +98,10 @@ def handover(found: dict[str, Any]) -> str:
             f"{run['duplicates']} duplicates; overall {latency(run['overall'])}; "
             f"plot {run['plot']}"
         )
-        for name, stats in run["windows"].items():
-            at = run["marks_s"].get(name)
-            when = (
-                f"at {at:.0f} s, whole again after {run['recovered_s'][name]:.0f} s"
-                if at is not None
-                else "before"
+        lines.append(f"  {'steady':<11} (before the first): {latency(run['steady'])}")
+        for step in run["disruptions"]:
+            lines.append(
+                f"  {step['name']:<11} (at {step['at_s']:.0f} s, whole again after "
+                f"{step['whole_after_s']:.0f} s): {latency(step['latency'])}"
             )
-            lines.append(f"  {name:<11} ({when}): {latency(stats)}")
     return "\n".join(lines)

@@ -40,7 +40,7 @@ def test_handover_plot(tmp_path) -> None:
     points = [(t / 10, 0.05 if t % 50 else 30.0) for t in range(300)]
     path = plots.plot_handover(
         points,
-        [(Mark("rollout", 0), 5.0), (Mark("crash", 0), 20.0)],
+        [(Mark("rollout", 0), 5.0, 12.0), (Mark("crash", 0), 20.0, 21.0)],
         "t",
         tmp_path / "sub" / "h.png",
     )
