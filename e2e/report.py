@@ -43,7 +43,18 @@ def _drains(drain: dict[str, Any], what: str) -> list[str]:
             f"of its CPUs (load average {one['load_average']:.1f})"
         )
     lines.append(f"  ratio 2 vs 1: {drain['ratio']:.2f}x")
+    lines.append(
+        f"  CPU-bound projection with a whole CPU per consumer: {projected_ratio(drain):.2f}x "
+        "(2 x the CPU-ms per photo of one consumer / that of two)"
+    )
     return lines
+
+
+def projected_ratio(drain: dict[str, Any]) -> float:
+    """What two consumers with a CPU each would do against one, if the work stays CPU-bound:
+    the CPU per photo measured with one and with two (a machine shared with other work gives
+    the consumers less than their limits, which the plain ratio then measures)."""
+    return 2 * float(drain["1"]["cpu_ms_per_photo"]) / float(drain["2"]["cpu_ms_per_photo"])
 
 
 def compose(found: dict[str, Any]) -> str:

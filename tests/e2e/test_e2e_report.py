@@ -36,6 +36,12 @@ def test_compose_report() -> None:
     assert "60 events -> 60 ok results" in text
     assert "ratio 2 vs 1: 1.80x" in text
     assert "consumers used 0.92 cores (94 CPU-ms/photo)" in text
+    assert "projection with a whole CPU per consumer: 2.00x" in text
+
+
+def test_projected_ratio_follows_the_cpu_per_photo() -> None:
+    slower = {**DRAIN, "cpu_ms_per_photo": 103.0}
+    assert report.projected_ratio({"1": DRAIN, "2": slower}) == 2 * 94.1 / 103.0
 
 
 def test_k8s_report_names_every_part_it_ran() -> None:
