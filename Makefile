@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench scripts
-	$(BIN)/ruff format --check consumer schemas tests bench scripts
+	$(BIN)/ruff check consumer schemas tests bench scripts e2e
+	$(BIN)/ruff format --check consumer schemas tests bench scripts e2e
 
 typecheck: venv
-	$(BIN)/mypy consumer schemas bench scripts
+	$(BIN)/mypy consumer schemas bench scripts e2e
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term
@@ -41,3 +41,19 @@ clean:
 .PHONY: bench
 bench: venv
 	$(BIN)/python -m bench
+
+# The deployment run for real (e2e/, docs/OPERATIONS.md "What ran"): plain docker, docker
+# compose and kubectl against the engine and cluster the environment points at. Images go into
+# the cluster with $(E2E_LOAD_IMAGE) (default `kind load docker-image`); the model, labels and
+# photos come from a web server on the host at $(E2E_HOST_IP) (e2e/settings.py). Each target
+# tears down what it started, also after a failure. E2E_ARGS passes options, e.g.
+# `make e2e-handover E2E_ARGS="--rate 40 --guarantee exactly_once --disruptions rollout,crash"`.
+.PHONY: e2e-compose e2e-k8s e2e-handover
+e2e-compose: venv
+	$(BIN)/python -m e2e compose $(E2E_ARGS)
+
+e2e-k8s: venv
+	$(BIN)/python -m e2e k8s $(E2E_ARGS)
+
+e2e-handover: venv
+	$(BIN)/python -m e2e handover $(E2E_ARGS)

@@ -1,7 +1,8 @@
 """The one way tests and benchmarks get a real Kafka broker.
 
 `kafka_broker` yields a bootstrap address: the one given, else (when asked to consider it) a
-testcontainers broker when a Docker engine answers, else the broker of `scripts/kafka`,
+testcontainers broker when its images are already local (or BIRDWATCH_TEST_KAFKA_BROKER says
+so), else the broker of `scripts/kafka`,
 started for the block unless it already ran. `ScriptBroker` drives `scripts/kafka` for any home
 directory and ports: the shared development broker, a private one a test may stop and restart,
 or one with a SASL/PLAIN listener.
@@ -11,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from consumer.testing.waiting import free_port
 
@@ -155,32 +158,84 @@ class ScriptBroker:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def docker_available() -> bool:
+Choice = Literal["given", "testcontainers", "script"]
+CHOICES = ("testcontainers", "script")
+
+
+def docker(*args: str) -> bool:
+    """The docker command answers `args` with success (False when there is no docker)."""
     if shutil.which("docker") is None:
         return False
     try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+        probe = subprocess.run(["docker", *args], capture_output=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
+
+
+def docker_available() -> bool:
+    return docker("info")
+
+
+def testcontainers_images() -> list[str]:
+    """The images a testcontainers Kafka needs: its default Kafka image, Ryuk unless disabled."""
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.kafka import KafkaContainer
+
+    images = [inspect.signature(KafkaContainer.__init__).parameters["image"].default]
+    if not testcontainers_config.ryuk_disabled:
+        images.append(testcontainers_config.ryuk_image)
+    return images
+
+
+def choose_broker(
+    given: str,
+    asked: str,
+    docker_answers: Callable[[], bool],
+    image_present: Callable[[str], bool],
+    images: Callable[[], Sequence[str]],
+) -> Choice:
+    """Which broker a test session uses; `asked` is BIRDWATCH_TEST_KAFKA_BROKER ("" = choose).
+
+    testcontainers is chosen only when it can work without pulling: its images are already in
+    the local engine. An engine that answers is not enough; on a machine without a registry
+    `docker info` works but nothing can be pulled.
+    """
+    if given:
+        return "given"
+    if asked:
+        if asked not in CHOICES:
+            raise ValueError(f"BIRDWATCH_TEST_KAFKA_BROKER must be one of {CHOICES}, not {asked!r}")
+        return "testcontainers" if asked == "testcontainers" else "script"
+    if docker_answers() and all(image_present(i) for i in images()):
+        return "testcontainers"
+    return "script"
 
 
 @contextlib.contextmanager
 def kafka_broker(
     given: str = "", *, port: int | None = None, containers: bool = False
 ) -> Iterator[str]:
-    """Yield a bootstrap address: `given`, else a testcontainers broker (with `containers`,
-    when a Docker engine answers), else `scripts/kafka` on `port` ($KAFKA_PORT by default),
-    started for the block and stopped after it unless it already ran."""
+    """Yield a bootstrap address: `given`, else (with `containers`) a testcontainers broker when
+    `choose_broker` picks it, else `scripts/kafka` on `port` ($KAFKA_PORT by default), started
+    for the block and stopped after it unless it already ran."""
     if given:
         yield given
         return
-    if containers and docker_available():
-        from testcontainers.kafka import KafkaContainer
+    if containers:
+        choice = choose_broker(
+            given,
+            os.environ.get("BIRDWATCH_TEST_KAFKA_BROKER", ""),
+            docker_available,
+            lambda image: docker("image", "inspect", image),
+            testcontainers_images,
+        )
+        if choice == "testcontainers":
+            from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer().with_kraft() as container:
-            yield container.get_bootstrap_server()
-        return
+            with KafkaContainer().with_kraft() as container:
+                yield container.get_bootstrap_server()
+            return
     broker = ScriptBroker() if port is None else ScriptBroker(port=port)
     already = broker.running()
     if not already:

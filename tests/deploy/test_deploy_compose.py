@@ -127,6 +127,19 @@ def test_consumer_healthcheck_asks_for_readiness_on_its_port(services) -> None:
     assert grace > 30, "longer than BIRDWATCH_SHUTDOWN_TIMEOUT_S (default 30)"
 
 
+def test_services_without_http_have_no_health_check(services) -> None:
+    """The image's HEALTHCHECK asks /healthz, which only `serve` answers: every other Birdwatch
+    service disables it, or it is "unhealthy" for ever (the results follower, issue 9)."""
+    parser = build_parser()
+    for name in BIRDWATCH_SERVICES:
+        command = parser.parse_args(services[name]["command"]).command
+        check = services[name].get("healthcheck", {})
+        if command == "serve":
+            assert not check.get("disable"), name
+        else:
+            assert check.get("disable") is True, name
+
+
 async def test_consumer_healthcheck_runs_against_the_real_endpoints(services) -> None:
     script = services["consumer"]["healthcheck"]["test"][-1]
     state = {"ready": False}

@@ -123,6 +123,22 @@ def test_lite_target_does_not_install_tensorflow(dockerfile) -> None:
         assert not [r for r in requires if Requirement(r).name.startswith("tensorflow")], req
 
 
+def test_no_tensorflow_stage_precedes_lite(dockerfile) -> None:
+    """A builder without BuildKit builds every stage before the target: up to `lite`, none may
+    install TensorFlow (issue 9: the classic builder spent 288 s and 2.4 GB on it)."""
+    order = list(dockerfile.stages)
+    before_lite = order[: order.index("lite") + 1]
+    installs = [
+        i.args
+        for name in before_lite
+        for i in dockerfile.stages[name].all("RUN")
+        if "pip install" in i.args
+    ]
+    assert installs, "the lite chain installs its venv"
+    assert not [a for a in installs if "[tf" in a or "tensorflow" in a], installs
+    assert order.index("build-tf") > order.index("lite")
+
+
 async def test_healthcheck_command_succeeds_only_when_alive(dockerfile) -> None:
     """Run the image's HEALTHCHECK one-liner against the service's real endpoint app."""
     check = dockerfile.last("lite", "HEALTHCHECK")

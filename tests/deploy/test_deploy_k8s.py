@@ -126,7 +126,7 @@ def test_schema_validation_catches_a_typo(rendered) -> None:
 
 @pytest.mark.parametrize("overlay", ALL_KUSTOMIZATIONS)
 def test_only_known_custom_resources(rendered, overlay) -> None:
-    core = re.compile(r"^(v1|(apps|policy|autoscaling|networking\.k8s\.io)/v\d+)$")
+    core = re.compile(r"^(v1|(apps|batch|policy|autoscaling|networking\.k8s\.io)/v\d+)$")
     for obj in rendered[overlay]:
         key = (obj["apiVersion"], obj["kind"])
         assert core.match(obj["apiVersion"]) or key in CUSTOM_KINDS, key

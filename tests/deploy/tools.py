@@ -38,7 +38,9 @@ CACHE_BIN = REPO / ".cache" / "bin"
 # Namespace, Deployment and autoscaler) and the optional Strimzi topics.
 APP_OVERLAYS = ("base", "overlays/dev", "overlays/prod", "overlays/hpa", "overlays/tensorflow")
 TOPIC_OVERLAYS = ("overlays/strimzi-topics",)
-ALL_KUSTOMIZATIONS = APP_OVERLAYS + TOPIC_OVERLAYS
+# The application with its own broker and topics, for e2e runs (test_deploy_e2e_overlay.py).
+E2E_OVERLAYS = ("overlays/e2e",)
+ALL_KUSTOMIZATIONS = APP_OVERLAYS + TOPIC_OVERLAYS + E2E_OVERLAYS
 
 KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
 # The newest release that builds with Go 1.26 (v5.8.3 needs Go 1.27).

@@ -83,7 +83,10 @@ def test_testcontainers_when_docker_answers(script: Path, monkeypatch: pytest.Mo
     import testcontainers.kafka
 
     monkeypatch.setattr(testcontainers.kafka, "KafkaContainer", FakeContainer)
+    monkeypatch.delenv("BIRDWATCH_TEST_KAFKA_BROKER", raising=False)
     monkeypatch.setattr(broker_module, "docker_available", lambda: True)
+    monkeypatch.setattr(broker_module, "docker", lambda *args: True)  # its images are local
+    monkeypatch.setattr(broker_module, "testcontainers_images", lambda: ["cp-kafka:7"])
     with kafka_broker(containers=True) as bootstrap:
         assert bootstrap == "container:9093"
     with kafka_broker(containers=False) as bootstrap:  # the benchmarks never use containers
