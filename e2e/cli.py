@@ -109,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     handover.add_argument(
         "--gap", type=_positive(float), default=45.0, help="seconds after each recovery"
     )
+    handover.add_argument(
+        "--max-wait",
+        type=_positive(float),
+        default=5.0,
+        help="at-least-once: fail if an event published before the first crash waited longer "
+        "(seconds, default 5)",
+    )
+    handover.add_argument(
+        "--p99",
+        type=_positive(float),
+        default=2.0,
+        help="at-least-once: fail if the p99 of those events is higher (seconds, default 2)",
+    )
     _cluster_options(handover)
     return parser
 
@@ -180,9 +193,12 @@ def execute(args: argparse.Namespace, env: Environment) -> int:
                     replicas=args.replicas,
                     plot_dir=args.plot_dir,
                     keep=args.keep,
+                    max_wait_s=args.max_wait,
+                    p99_s=args.p99,
                 )
                 found = run_handover(env, site, handover_options)
-                text, failures = report.handover(found), problems(found)
+                text = report.handover(found)
+                failures = problems(found, args.max_wait, args.p99)
     found["machine"] = report.machine()
     path = env.out_dir / f"{args.command}.json"
     path.write_text(json.dumps(found, indent=2, default=str) + "\n")

@@ -10,6 +10,7 @@ timestamp; lost and duplicated results; per-window p50/p99/max; a plot with the 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from e2e.settings import Environment
 from e2e.shell import say, wait_for
 
 DISRUPTIONS = ("rollout", "scale-down", "scale-up", "delete", "crash")
+# A crash waits for the container to come back (its partitions stay with the static member), so
+# the latency promise covers the stream up to the first crash: rollouts, scaling and deletions.
+PROMISE_ENDS_AT = "crash"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class HandoverOptions:
     replicas: int = 2
     plot_dir: Path = DOCS_IMG
     keep: bool = False
+    max_wait_s: float = 5.0  # at-least-once: no event waits longer, up to the first crash
+    p99_s: float = 2.0  # at-least-once: p99 over the same events
 
 
 def plan_replicas(disruptions: tuple[str, ...], start: int) -> list[int]:
@@ -122,6 +128,8 @@ def measure(
     result = records.outcome(data)
     overall = records.LatencyStats.of(result.latencies_ms())
     marks = [d.mark for d in done]
+    crash = next((m.at_ms for m in marks if m.name == PROMISE_ENDS_AT), math.inf)
+    promised = records.published_before(result, crash)
     (_, steady), *windows = records.windows(result, marks)
     label = guarantee.replace("_", "-")
     start = [(d.mark.at_ms - origin) / 1000 for d in done]
@@ -139,6 +147,7 @@ def measure(
         "lost": len(result.lost),
         "duplicates": result.duplicates,
         "overall": overall.as_dict() if overall else None,
+        "before_crash": promised.as_dict() if promised else None,
         "steady": steady.as_dict() if steady else None,
         "disruptions": [
             {
@@ -165,12 +174,28 @@ def run_handover(env: Environment, site: Site, options: HandoverOptions) -> dict
     return report
 
 
-def problems(report: dict[str, Any]) -> list[str]:
-    """What breaks the promises: lost results in any mode, visible duplicates in exactly-once."""
+def problems(
+    report: dict[str, Any], max_wait_s: float = math.inf, p99_s: float = math.inf
+) -> list[str]:
+    """What breaks the promises: lost results in any mode, visible duplicates in exactly-once,
+    and in at-least-once an event up to the first crash that waited longer than `max_wait_s`
+    or a p99 over those events above `p99_s`."""
     found = []
     for guarantee, run in report.items():
         if run["lost"]:
             found.append(f"{guarantee}: {run['lost']} of {run['events']} results lost")
         if guarantee == "exactly_once" and run["duplicates"]:
             found.append(f"exactly_once: {run['duplicates']} duplicates visible to read_committed")
+        promised = run.get("before_crash")
+        if guarantee != "at_least_once" or not promised:
+            continue
+        if promised["max_ms"] > max_wait_s * 1000:
+            found.append(
+                f"at_least_once: an event waited {promised['max_ms'] / 1000:.1f} s "
+                f"(more than {max_wait_s:g} s)"
+            )
+        if promised["p99_ms"] > p99_s * 1000:
+            found.append(
+                f"at_least_once: p99 {promised['p99_ms'] / 1000:.2f} s (more than {p99_s:g} s)"
+            )
     return found

@@ -178,6 +178,11 @@ def windows(result: Outcome, marks: Sequence[Mark]) -> list[tuple[str, LatencySt
     return found
 
 
+def published_before(result: Outcome, end_ms: float) -> LatencyStats | None:
+    """Latency of the events published before `end_ms` (all of them with math.inf)."""
+    return LatencyStats.of([done - sent for sent, done in result.latency.values() if sent < end_ms])
+
+
 def series(result: Outcome, origin_ms: int) -> list[tuple[float, float]]:
     """(publish time, latency) in seconds since `origin_ms`, in publish order: the plot's input."""
     points = [

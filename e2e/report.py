@@ -109,6 +109,8 @@ def handover(found: dict[str, Any]) -> str:
             f"{run['duplicates']} duplicates; overall {latency(run['overall'])}; "
             f"plot {run['plot']}"
         )
+        if run.get("before_crash"):
+            lines.append(f"  up to the first crash: {latency(run['before_crash'])}")
         lines.append(f"  {'steady':<11} (before the first): {latency(run['steady'])}")
         for step in run["disruptions"]:
             lines.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from e2e import records
@@ -137,6 +139,24 @@ def test_windows_split_events_by_publish_time_at_the_marks() -> None:
     assert crash is not None
     assert crash.count == 2
     assert found["idle"] is None
+
+
+def test_published_before_keeps_the_events_published_before_the_end() -> None:
+    data = records.collected(
+        [{"kind": "in", "id": f"b-{i}", "ts": 1000 * i} for i in range(4)]
+        + [
+            {"kind": "out", "id": f"b-{i}", "ts": 1000 * i + 10 * (i + 1), "status": "ok"}
+            for i in range(4)
+        ]
+    )
+    result = records.outcome(data)
+    before = records.published_before(result, 2000)
+    assert before is not None
+    assert (before.count, before.max_ms) == (2, 20)
+    everything = records.published_before(result, math.inf)
+    assert everything is not None
+    assert (everything.count, everything.max_ms) == (4, 40)
+    assert records.published_before(result, 0) is None
 
 
 def test_series_is_in_seconds_since_the_origin() -> None:
