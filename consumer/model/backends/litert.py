@@ -1,7 +1,9 @@
 """LiteRT (ai-edge-litert) backend for TF Hub's TFLite format of the model.
 
-It recognises a TFLite flatbuffer by its file identifier, "TFL3" at byte 4. `ai_edge_litert`
-is imported when a model is loaded, never by importing this module.
+It recognises a TFLite flatbuffer by its file identifier, "TFL3" at byte 4: served as it is,
+or as the one flatbuffer of an archive (Kaggle serves its TFLite variations as a tar.gz holding
+the `.tflite`). `ai_edge_litert` is imported when a model is loaded, never by importing this
+module.
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ class LiteRTBackend:
     name = "litert"
     kind = "tflite"
     serves = "a TFLite flatbuffer"
-    archive_member = None
+    archive_member = ".tflite file"
     entry_name = "model.tflite"
 
     def find(self, served: Path) -> Path | None:
-        if not served.is_file():
+        if served.is_file():
+            return served if _holds_flatbuffer(served) else None
+        if not served.is_dir():
             return None
-        with served.open("rb") as f:
-            return served if is_flatbuffer(f.read(8)) else None
+        found = sorted(p for p in served.rglob("*") if p.is_file() and _holds_flatbuffer(p))
+        if len(found) > 1:
+            names = ", ".join(p.relative_to(served).as_posix() for p in found)
+            raise ModelError(f"the archive holds {len(found)} TFLite models ({names}); give one")
+        return found[0] if found else None
 
     def likely_at(self, url: str) -> bool:
         return likely_tflite(url)
@@ -47,6 +54,13 @@ class LiteRTBackend:
 
     def load(self, path: Path, threads: int) -> Classifier:
         return LiteRTClassifier(path, threads)
+
+
+def _holds_flatbuffer(path: Path) -> bool:
+    if path.is_symlink():
+        return False
+    with path.open("rb") as f:
+        return is_flatbuffer(f.read(8))
 
 
 def is_flatbuffer(head: bytes) -> bool:
