@@ -69,9 +69,20 @@ def is_flatbuffer(head: bytes) -> bool:
 
 
 def likely_tflite(handle: str) -> bool:
-    """A guess from the URL alone, used only to start importing a framework early."""
+    """A guess from the URL alone, used only to start importing a framework early: TF Hub's
+    lite-model handles, `.tflite` files, and Kaggle's tfLite framework (handle, page or
+    download URL)."""
+    if "://" not in handle:  # a Kaggle handle: owner/model/framework/variation/version
+        parts = handle.split("/")
+        return len(parts) > 2 and parts[2].lower() == "tflite"
     url = URL(handle)
-    return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
+    path = url.path
+    return (
+        path.endswith(".tflite")
+        or "/lite-model/" in path
+        or "lite-format" in url.query
+        or "/tflite/" in path.lower()
+    )
 
 
 class LiteRTClassifier:

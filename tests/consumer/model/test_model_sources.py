@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from consumer.model import ModelError, ModelFetcher
+from consumer.model import BUILTIN_BACKENDS, ModelError, ModelFetcher
 from consumer.model.download import make_model_session
 from consumer.model.sources import KAGGLE_URL, resolve_source
 from tests.conftest import LoopbackServer
@@ -239,3 +239,26 @@ async def test_an_archive_with_two_tflite_models_is_refused(
     with pytest.raises(ModelError, match=r"holds 2 TFLite models \(a.tflite, sub/b.tflite\)"):
         await ModelFetcher(hub_session, tmp_path / "cache").fetch_model(url)
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("handle", "backend"),
+    [
+        (KAGGLE_LITE, "litert"),
+        (KAGGLE_TF1, "tensorflow"),
+        (
+            "https://www.kaggle.com/models/google/aiy/frameworks/tfLite/variations/"
+            "vision-classifier-birds-v1/versions/3",
+            "litert",
+        ),
+        (f"{API}/{KAGGLE_LITE}/download", "litert"),
+        ("https://tfhub.dev/google/lite-model/aiy/vision/classifier/birds_V1/3", "litert"),
+        ("https://tfhub.dev/google/aiy/vision/classifier/birds_V1/1", "tensorflow"),
+    ],
+)
+def test_the_framework_imported_ahead_follows_the_form(handle: str, backend: str) -> None:
+    # A Kaggle TFLite handle must not start importing TensorFlow while it downloads.
+    guess = BUILTIN_BACKENDS.likely_at(handle)
+
+    assert guess is not None
+    assert guess.name == backend
