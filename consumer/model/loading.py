@@ -14,7 +14,7 @@ from consumer.model.backend import Classifier
 from consumer.model.backends import BUILTIN_BACKENDS
 from consumer.model.errors import ModelError
 from consumer.model.fetch import ModelArtifact, ModelFetcher
-from consumer.model.labels import parse_labels
+from consumer.model.labels import background_class, parse_labels
 from consumer.model.outputs import with_probabilities
 from consumer.model.registry import Backends
 from consumer.native_logs import quiet_native_stderr
@@ -34,6 +34,8 @@ class LoadedModel:
     size_bytes: int
     from_cache: bool
     sha256: str = ""
+    # The label map's "no bird" class: never ranked among the species, reported on its own.
+    background_id: int | None = None
 
 
 def load_classifier(
@@ -115,4 +117,5 @@ async def load_model(
         size_bytes=artifact.size_bytes,
         from_cache=artifact.from_cache,
         sha256=artifact.sha256,
+        background_id=background_class(labels),
     )
