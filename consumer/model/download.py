@@ -39,7 +39,8 @@ def make_model_session(connector: aiohttp.BaseConnector | None = None) -> aiohtt
 
 @dataclass(frozen=True)
 class Downloaded:
-    """A finished download: where from (after fallbacks), its size and sha256."""
+    """A finished download: where from (after redirects and fallbacks, without its query),
+    its size and sha256."""
 
     url: str
     size: int
@@ -102,7 +103,9 @@ async def download(
             finally:
                 with writes_to(folder):
                     out.close()
-            return Downloaded(str(resp.url), progress.done, digest.hexdigest())
+            # Where it came from, without the query: a signed URL's signature stays out of logs.
+            served_by = str(resp.url.with_query(None).with_fragment(None))
+            return Downloaded(served_by, progress.done, digest.hexdigest())
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ModelError(f"GET {url} failed: {describe(exc)}", retryable=True) from None
 

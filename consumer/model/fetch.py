@@ -193,6 +193,7 @@ class ModelFetcher:
             kept = await asyncio.to_thread(entry_digest, staging / backend.entry_name)
             with writes_to(folder):
                 write_meta(staging, handle, backend.kind, got.size, got.sha256, kept)
+                discard(entry)  # an entry refused above, if any: this download replaces it
                 publish(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -211,8 +212,9 @@ class ModelFetcher:
         return ModelArtifact(handle, backend.kind, path, got.size, False, elapsed, got.sha256)
 
     async def _reusable(self, handle: str, entry: Path, pin: str | None) -> CacheEntry | None:
-        """The cached model of `handle` when there is one fit to use; an unfit one (another
-        digest than the pin, files changed since download) is discarded, with a warning."""
+        """The cached model of `handle` when there is one fit to use. An unfit one (another
+        digest than the pin, files changed since download) is ignored with a warning, and
+        replaced only once a download passes (a mistyped pin does not cost the cache)."""
         found = read_entry(entry, self._backends)
         if found is None:
             return None
@@ -224,9 +226,7 @@ class ModelFetcher:
             reason = f"its files changed on disk (sha256 {now}, {found.entry_sha256} when cached)"
         else:
             return found
-        log.warning("model_cache_discarded", url=handle, path=str(entry), reason=reason)
-        with writes_to(self._cache_dir):
-            discard(entry)
+        log.warning("model_cache_refused", url=handle, path=str(entry), reason=reason)
         return None
 
     async def _fetch_labels(self, url: str) -> bytes:

@@ -55,6 +55,20 @@ async def test_a_download_of_another_digest_is_refused_in_one_line_naming_both(
     assert [p.name for p in cache.iterdir()] == []  # nothing cached, no staging left
 
 
+async def test_a_mistyped_pin_is_refused_without_costing_the_cache(
+    http_server: LoopbackServer, session: aiohttp.ClientSession, cache: Path
+) -> None:
+    url = http_server.add_bytes("/m.tflite", FAKE_TFLITE)
+    await ModelFetcher(session, cache).fetch_model(url)
+
+    with pytest.raises(ModelError, match="but BIRDWATCH_MODEL_SHA256 is 0000"):
+        await ModelFetcher(session, cache).fetch_model(url, "0" * 64)
+    again = await ModelFetcher(session, cache).fetch_model(url, sha(FAKE_TFLITE))
+
+    assert again.from_cache is True
+    assert http_server.hits["/m.tflite"] == 2  # the first download and the refused one
+
+
 async def test_a_cached_model_of_another_digest_is_downloaded_again_and_checked(
     http_server: LoopbackServer, session: aiohttp.ClientSession, cache: Path
 ) -> None:
@@ -67,7 +81,7 @@ async def test_a_cached_model_of_another_digest_is_downloaded_again_and_checked(
 
     assert (artifact.from_cache, artifact.sha256) == (False, sha(OTHER_TFLITE))
     assert artifact.path.read_bytes() == OTHER_TFLITE
-    discarded = [e for e in logs if e["event"] == "model_cache_discarded"]
+    discarded = [e for e in logs if e["event"] == "model_cache_refused"]
     assert len(discarded) == 1
     assert sha(FAKE_TFLITE) in discarded[0]["reason"]
     assert sorted(p.name for p in cache.iterdir()) == [cache_key(url)]
@@ -86,7 +100,7 @@ async def test_cached_files_changed_on_disk_are_noticed_and_replaced(
     assert again.from_cache is False
     assert again.path.read_bytes() == FAKE_TFLITE
     assert http_server.hits["/m.tflite"] == 2
-    reasons = [e["reason"] for e in logs if e["event"] == "model_cache_discarded"]
+    reasons = [e["reason"] for e in logs if e["event"] == "model_cache_refused"]
     assert len(reasons) == 1
     assert reasons[0].startswith("its files changed on disk")
 
