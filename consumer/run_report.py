@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from consumer.model import LoadedModel
-from schemas import PredictionResult
+from schemas import Prediction, PredictionResult
 
 # Scores below this print as "<0.1%" rather than as a misleading 0.00%.
 SMALLEST_SHOWN = 0.001
@@ -56,6 +56,28 @@ def format_score(score: float) -> str:
     return "<0.1%" if score < SMALLEST_SHOWN else f"{score:.2%}"
 
 
+def shown_species(result: PredictionResult) -> list[Prediction]:
+    """The species worth showing: those the model gave a score at all (a quantized model
+    gives most of them exactly 0, which would only pad the list)."""
+    return [p for p in result.predictions if p.score > 0]
+
+
+def no_bird(result: PredictionResult) -> bool:
+    """Whether the "no bird" class outscores every species."""
+    best = max((p.score for p in result.predictions), default=0.0)
+    return result.background is not None and result.background.score > best
+
+
+def one_line(result: PredictionResult) -> str:
+    """An ok result in a line: "Ara macao 69.92%, ..." or "no bird recognised (99.60%)"."""
+    species = ", ".join(f"{p.label} {format_score(p.score)}" for p in shown_species(result))
+    if no_bird(result):
+        assert result.background is not None
+        said = f"no bird recognised ({format_score(result.background.score)})"
+        return f"{said}; closest: {species}" if species else said
+    return species
+
+
 def format_result(result: PredictionResult) -> str:
     """An image's lines: its URL, then its species (or "no bird recognised") and timings."""
     lines = [f"[{result.id}] {result.url}"]
@@ -63,12 +85,10 @@ def format_result(result: PredictionResult) -> str:
         assert result.error is not None
         lines.append(f"    error {result.error.code.value}: {result.error.message}")
         return "\n".join(lines) + "\n"
-    # Species the model gave no score at all (a quantized 0) are not listed.
-    shown = [p for p in result.predictions if p.score > 0]
-    best = shown[0].score if shown else 0.0
-    background = result.background
-    if background is not None and background.score > best:
-        lines.append(f"    no bird recognised ({format_score(background.score)} no bird)")
+    shown = shown_species(result)
+    if no_bird(result):
+        assert result.background is not None
+        lines.append(f"    no bird recognised ({format_score(result.background.score)} no bird)")
         if shown:
             lines.append("    closest species:")
     for rank, p in enumerate(shown, start=1):

@@ -4,7 +4,7 @@ and a summary whose figures measure what they name."""
 
 from __future__ import annotations
 
-from consumer.run_report import RunStats, format_result, format_score, format_summary
+from consumer.run_report import RunStats, format_result, format_score, format_summary, one_line
 from consumer.testing import fake_model
 from schemas import ErrorCode, Prediction, PredictionResult
 
@@ -83,3 +83,16 @@ def test_the_summary_sums_the_image_stages_it_names() -> None:
     assert "inference           0.250 s  (1 batch(es))" in text
     assert "images: 2 ok, 1 failed" in text
     assert "since start" not in text.replace("since process start", "")
+
+
+def test_one_line_for_the_results_command() -> None:
+    assert one_line(result([0.7, 0.0004, 0.0], background=0.1)) == (
+        "Species 0 70.00%, Species 1 <0.1%"
+    )
+    assert one_line(result([0.0, 0.0, 0.0], background=0.996)) == "no bird recognised (99.60%)"
+    assert one_line(result([0.2, 0.0, 0.0], background=0.7)) == (
+        "no bird recognised (70.00%); closest: Species 0 20.00%"
+    )
+    assert (
+        one_line(result([0.5, 0.2, 0.1])) == "Species 0 50.00%, Species 1 20.00%, Species 2 10.00%"
+    )
