@@ -22,10 +22,10 @@ _TOLERANCE = 1e-3
 
 
 def probe_batch() -> NDArray[np.uint8]:
-    """Four inputs unlike each other: black, white, mid grey and (seeded) noise."""
-    images = np.empty((4, *INPUT_SHAPE), np.uint8)
-    images[0], images[1], images[2] = 0, 255, 128
-    images[3] = np.random.default_rng(0).integers(0, 256, INPUT_SHAPE, dtype=np.uint8)
+    """Two inputs unlike each other: black, and (seeded) noise. The first is the warm-up the
+    model needs anyway; the check costs one inference more (a cold start is on its path)."""
+    images = np.zeros((2, *INPUT_SHAPE), np.uint8)
+    images[1] = np.random.default_rng(0).integers(0, 256, INPUT_SHAPE, dtype=np.uint8)
     return images
 
 

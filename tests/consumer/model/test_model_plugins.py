@@ -118,9 +118,9 @@ async def test_a_registered_backend_is_picked_by_content_not_by_name(
     }
     assert (classifier.backend, classifier.num_classes) == ("marker", 7)
     assert marker.loaded == [(artifact.path, 3)]
-    # The warm-up ran on four probe images, one at a time (the model's own batch size).
+    # The warm-up ran on two probe images, one at a time (the model's own batch size).
     assert isinstance(classifier, FakeClassifier)
-    assert classifier.batch_sizes == [1, 1, 1, 1]
+    assert classifier.batch_sizes == [1, 1]
 
     again = await ModelFetcher(session, cache, backends=backends).fetch_model(url)
     assert (again.from_cache, again.kind, again.path) == (True, "marker-v1", artifact.path)
