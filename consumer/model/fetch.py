@@ -151,7 +151,7 @@ class ModelFetcher:
         source = resolve_source(handle, self._kaggle_url)
         folder = self._cache_dir
         entry = folder / cache_key(handle)
-        found = await self._reusable(handle, entry, pin)
+        found, refused = await self._reusable(handle, entry, pin)
         if found is not None:
             log.info(
                 "model_cache_hit",
@@ -193,7 +193,8 @@ class ModelFetcher:
             kept = await asyncio.to_thread(entry_digest, staging / backend.entry_name)
             with writes_to(folder):
                 write_meta(staging, handle, backend.kind, got.size, got.sha256, kept)
-                discard(entry)  # an entry refused above, if any: this download replaces it
+                if refused:  # this download replaces it; an entry another process just
+                    discard(entry)  # published is left alone (publish keeps the first)
                 publish(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -211,13 +212,16 @@ class ModelFetcher:
         path = entry / backend.entry_name
         return ModelArtifact(handle, backend.kind, path, got.size, False, elapsed, got.sha256)
 
-    async def _reusable(self, handle: str, entry: Path, pin: str | None) -> CacheEntry | None:
-        """The cached model of `handle` when there is one fit to use. An unfit one (another
-        digest than the pin, files changed since download) is ignored with a warning, and
-        replaced only once a download passes (a mistyped pin does not cost the cache)."""
+    async def _reusable(
+        self, handle: str, entry: Path, pin: str | None
+    ) -> tuple[CacheEntry | None, bool]:
+        """The cached model of `handle` when there is one fit to use, and whether one was
+        refused. An unfit one (another digest than the pin, files changed since download) is
+        ignored with a warning, and replaced only once a download passes (a mistyped pin does
+        not cost the cache)."""
         found = read_entry(entry, self._backends)
         if found is None:
-            return None
+            return None, False
         if pin is not None and found.sha256 != pin:
             reason = f"its download had sha256 {found.sha256}, BIRDWATCH_MODEL_SHA256 is {pin}"
         elif found.entry_sha256 is None:
@@ -225,9 +229,9 @@ class ModelFetcher:
         elif (now := await asyncio.to_thread(entry_digest, found.path)) != found.entry_sha256:
             reason = f"its files changed on disk (sha256 {now}, {found.entry_sha256} when cached)"
         else:
-            return found
+            return found, False
         log.warning("model_cache_refused", url=handle, path=str(entry), reason=reason)
-        return None
+        return None, True
 
     async def _fetch_labels(self, url: str) -> bytes:
         folder = self._cache_dir
