@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import TextIO
 
 import structlog
@@ -14,6 +12,7 @@ from pydantic import ValidationError
 from consumer.config import Settings
 from consumer.model import LoadedModel
 from consumer.pipeline import WorkItem
+from consumer.run_report import RunStats, format_result, format_summary
 from consumer.runtime import Runtime
 from schemas import ErrorCode, ImageEvent, PredictionResult
 
@@ -27,25 +26,6 @@ SAMPLE_IMAGE_URLS = (
     "https://i.pinimg.com/originals/f3/fb/92/f3fb92afce5ddff09a7370d90d021225.jpg",
     "https://cdn.britannica.com/77/189277-004-0A3BC3D4.jpg",
 )
-
-
-@dataclass
-class RunStats:
-    """What the timing summary reports; filled in as the run goes."""
-
-    started: float
-    images_done_at: float | None = None
-    inference_s: float = 0.0
-    batches: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-
-    def stage(self, name: str, seconds: float) -> None:
-        if name == "decode":
-            self.images_done_at = time.perf_counter()
-
-    def batch(self, size: int, seconds: float) -> None:
-        self.inference_s += seconds
-        self.batches += 1
 
 
 class OrderedPrinter:
@@ -69,17 +49,6 @@ class OrderedPrinter:
         else:
             self._out.write(format_result(result))
         self._out.flush()
-
-
-def format_result(result: PredictionResult) -> str:
-    lines = [f"[{result.id}] {result.url}"]
-    if result.status == "ok":
-        for rank, p in enumerate(result.predictions, start=1):
-            lines.append(f"    {rank}. {p.label:<40} {p.score:7.2%}")
-    else:
-        assert result.error is not None
-        lines.append(f"    error {result.error.code.value}: {result.error.message}")
-    return "\n".join(lines) + "\n"
 
 
 def make_events(urls: list[str]) -> tuple[list[ImageEvent | None], dict[int, PredictionResult]]:
@@ -133,7 +102,9 @@ async def run_classify(
                 model_task.cancel()
 
     total = time.perf_counter() - started
-    log.info(
+    # On a terminal the summary below says it all: the log line would only repeat it there.
+    done = log.info if as_json else log.debug
+    done(
         "run_done",
         images=len(urls),
         ok=stats.statuses["ok"],
@@ -147,18 +118,3 @@ async def run_classify(
     if not as_json:
         out.write(format_summary(model, stats, total))
     return 0 if stats.statuses["error"] == 0 else 1
-
-
-def format_summary(model: LoadedModel, stats: RunStats, total: float) -> str:
-    images = (stats.images_done_at - stats.started) if stats.images_done_at else 0.0
-    source = "cache" if model.from_cache else "download"
-    mib, backend = model.size_bytes / 2**20, model.classifier.backend
-    return (
-        "\nTimings:\n"
-        f"  model fetch        {model.fetch_s:8.3f} s  ({source}, {mib:.1f} MiB)\n"
-        f"  model load         {model.load_s:8.3f} s  ({backend}, warm-up included)\n"
-        f"  images fetch+decode{images:8.3f} s  (wall, since start)\n"
-        f"  inference          {stats.inference_s:8.3f} s  ({stats.batches} batch(es))\n"
-        f"  total              {total:8.3f} s  (wall, since process start)\n"
-        f"  images: {stats.statuses['ok']} ok, {stats.statuses['error']} failed\n"
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +18,7 @@ ENV_PREFIX = "BIRDWATCH_"
 SECRETS_DIR_VARIABLE = ENV_PREFIX + "SECRETS_DIR"
 TFHUB_BIRDS_MODEL = "https://tfhub.dev/google/aiy/vision/classifier/birds_V1/1"
 TFHUB_BIRDS_LITE_MODEL = "https://tfhub.dev/google/lite-model/aiy/vision/classifier/birds_V1/3"
+KAGGLE_URL = "https://www.kaggle.com"
 BIRDS_LABELS = "https://www.gstatic.com/aihub/tfhub/labelmaps/aiy_birds_V1_labelmap.csv"
 
 
@@ -55,7 +57,17 @@ class Settings(BaseSettings):
     # Model
     model_url: str = Field(
         TFHUB_BIRDS_MODEL,
-        description="TF Hub handle, .tar.gz SavedModel or .tflite URL; backend by what is served",
+        description="TF Hub handle, Kaggle handle or model page URL, or a direct .tar.gz / "
+        ".tflite URL; the backend is chosen by what is served",
+    )
+    model_sha256: str | None = Field(
+        None,
+        description="sha256 of the model download: another digest is refused, on download and "
+        "in the cache; empty = not checked",
+    )
+    kaggle_url: str = Field(
+        KAGGLE_URL,
+        description="Base URL of Kaggle, where Kaggle handles and model pages are downloaded from",
     )
     labels_url: str = Field(BIRDS_LABELS, description="CSV label map (id,name), mapped by id")
     model_cache_dir: str = Field(
@@ -186,6 +198,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("model_sha256", mode="before")
+    @classmethod
+    def _sha256(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        text = str(value).strip().lower().removeprefix("sha256:")
+        if not re.fullmatch(r"[0-9a-f]{64}", text):
+            raise ValueError("must be 64 hexadecimal digits (a sha256)")
+        return text
 
     @field_validator("heartbeat_interval_ms")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -69,12 +69,21 @@ class Metrics:
         self.model_load_seconds = Gauge(
             "birdwatch_model_load_seconds", "Seconds to fetch and load the model", registry=r
         )
+        self.model = Info(
+            "birdwatch_model",
+            "The model served: its setting (url), the sha256 of its download, its backend",
+            registry=r,
+        )
         self.rebalances = Counter(
             "birdwatch_rebalances", "Partition assignments received", registry=r
         )
         self.paused = Gauge(
             "birdwatch_intake_paused", "1 while intake is paused by backpressure", registry=r
         )
+
+    def set_model(self, url: str, sha256: str, backend: str) -> None:
+        """Name the loaded model in `birdwatch_model_info`."""
+        self.model.info({"url": url, "sha256": sha256, "backend": backend})
 
     def count_outcome(self, kind: str) -> None:
         """Count one durable outcome: "ok" or "error" results, or a "dlq" copy."""

@@ -14,11 +14,11 @@ import structlog
 from consumer.config import Settings
 from consumer.images import FetchPolicy, ImageDecoder, ImageFetcher, make_image_session
 from consumer.model import LoadedModel, ModelError, ModelFetcher, load_model
+from consumer.model.download import make_model_session
 from consumer.pipeline import Pipeline, PipelineConfig, Sink, StageObserver
 
 log = structlog.get_logger(__name__)
 
-MODEL_USER_AGENT = "birdwatch/0.1 (model fetch)"
 LOCAL_COPY_HINT = (
     "to use a local copy, serve the model and label map (e.g. python3 -m http.server) and set "
     "BIRDWATCH_MODEL_URL and BIRDWATCH_LABELS_URL to their URLs (README: Try it offline)"
@@ -66,13 +66,14 @@ class Runtime:
         self.fetcher = ImageFetcher(
             self.image_session, policy, s.fetch_concurrency, s.fetch_per_host_limit
         )
-        self.model_session = aiohttp.ClientSession(
-            headers={"User-Agent": MODEL_USER_AGENT},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
-        )
+        self.model_session = make_model_session()
         try:
             self.model_fetcher = ModelFetcher(
-                self.model_session, s.cache_path, self._progress, temporary_fallback=self._one_shot
+                self.model_session,
+                s.cache_path,
+                self._progress,
+                temporary_fallback=self._one_shot,
+                kaggle_url=s.kaggle_url,
             )
         except BaseException as exc:  # e.g. no temporary folder: close what is open
             await self.__aexit__(type(exc), exc, exc.__traceback__)
@@ -155,6 +156,7 @@ class Runtime:
                         s.labels_url,
                         threads=s.inference_threads,
                         pool=self.inference_pool,
+                        sha256=s.model_sha256,
                     )
                 except ModelError as exc:
                     failures.append(exc)

@@ -47,7 +47,9 @@ class ErrorInfo(BaseModel):
 
 
 class PredictionResult(BaseModel):
-    """The outcome for one event: the top-3 predictions, or an error."""
+    """The outcome for one event: the top-3 species, or an error. `background` is the score
+    of the label map's "no bird" class, never among the predictions (absent when the label
+    map has none)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -59,6 +61,7 @@ class PredictionResult(BaseModel):
     model: str
     timings_ms: dict[str, float] = Field(default_factory=dict)
     processed_at: datetime
+    background: Prediction | None = None
 
     @classmethod
     def ok(
@@ -68,6 +71,7 @@ class PredictionResult(BaseModel):
         predictions: list[Prediction],
         model: str,
         timings_ms: dict[str, float],
+        background: Prediction | None = None,
     ) -> PredictionResult:
         return cls(
             id=event_id,
@@ -77,6 +81,7 @@ class PredictionResult(BaseModel):
             model=model,
             timings_ms=timings_ms,
             processed_at=datetime.now(UTC),
+            background=background,
         )
 
     @classmethod

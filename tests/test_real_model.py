@@ -12,6 +12,7 @@ import pytest
 
 from consumer import cli
 from tests.conftest import REAL_MODEL_DIR, LoopbackServer
+from tests.consumer.model.published import KAGGLE_LITE, publish_like_today
 from tests.images import HTML_PAGE
 
 # From the data folder's README: photos this model recognises confidently.
@@ -28,14 +29,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.parametrize("served_as", ["tflite", "kaggle-targz"])
 async def test_real_model_recognises_the_expected_species(
     http_server: LoopbackServer,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    served_as: str,
 ) -> None:
     data = Path(REAL_MODEL_DIR)
-    http_server.add_bytes("/m/birds.tflite", (data / "aiy_birds_v1/birds_V1_3.tflite").read_bytes())
+    tflite = (data / "aiy_birds_v1/birds_V1_3.tflite").read_bytes()
+    if served_as == "tflite":
+        monkeypatch.setenv("BIRDWATCH_MODEL_URL", http_server.add_bytes("/m/birds.tflite", tflite))
+    else:
+        # As Kaggle serves it: its download endpoint redirects to a signed tar.gz holding it.
+        published = publish_like_today(http_server, tflite=tflite, named_hosts=False)
+        monkeypatch.setenv("BIRDWATCH_MODEL_URL", KAGGLE_LITE)
+        monkeypatch.setenv("BIRDWATCH_KAGGLE_URL", published.kaggle)
     http_server.add_bytes("/m/labels.csv", (data / "aiy_birds_v1/labelmap.csv").read_bytes())
     urls = [
         http_server.add_bytes(f"/p/{p.name}", p.read_bytes())
@@ -43,7 +53,6 @@ async def test_real_model_recognises_the_expected_species(
     ]
     urls.append(http_server.add_bytes("/p/page.html", HTML_PAGE, "text/html"))
     urls.append(http_server.url("/p/missing.jpg"))
-    monkeypatch.setenv("BIRDWATCH_MODEL_URL", http_server.url("/m/birds.tflite"))
     monkeypatch.setenv("BIRDWATCH_LABELS_URL", http_server.url("/m/labels.csv"))
     monkeypatch.setenv("BIRDWATCH_ALLOW_PRIVATE_NETWORKS", "true")
     monkeypatch.setenv("BIRDWATCH_MODEL_CACHE_DIR", str(tmp_path / "cache"))

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
@@ -34,11 +35,19 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"II*\x00", "TIFF"),
     (b"MM\x00*", "TIFF"),
 )
-_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "HEIF", "AVIF")
+# ISO base media files (what phones save) say what they hold in their `ftyp` box's brands.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
 _OPENING = threading.Lock()
 # Copies of the full decoded image a format's decoder holds at once: libwebp decodes into its
-# own buffer, which Pillow then copies; libtiff may read some layouts into an RGBA buffer.
-_DECODER_COPIES = {"WEBP": 3, "TIFF": 2}
+# own buffer, which Pillow then copies; libtiff may read some layouts into an RGBA buffer;
+# libheif and libavif hold the YUV planes and an RGB conversion, which Pillow then copies.
+_DECODER_COPIES = {"WEBP": 3, "TIFF": 2, "HEIF": 3, "AVIF": 3}
+
+# HEIF (HEIC) through pillow-heif, whose plug-in applies the file's rotation and mirroring
+# itself (and resets the EXIF orientation, so it is not applied twice); AVIF is Pillow's own.
+pillow_heif.register_heif_opener()
 
 
 def sniff_format(data: bytes) -> str:
@@ -48,8 +57,22 @@ def sniff_format(data: bytes) -> str:
             return fmt
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
+    brands = _ftyp_brands(data)
+    if brands & _AVIF_BRANDS:
+        return "AVIF"
+    if brands & _HEIF_BRANDS:
+        return "HEIF"
     head = data[:16].lstrip()[:8]
     raise ImageError(ErrorCode.NOT_AN_IMAGE, f"content is not a supported image (starts {head!r})")
+
+
+def _ftyp_brands(data: bytes) -> frozenset[bytes]:
+    """The major and compatible brands of an ISO base media file's leading `ftyp` box."""
+    if data[4:8] != b"ftyp" or len(data) < 16:
+        return frozenset()
+    end = min(int.from_bytes(data[:4], "big"), len(data))
+    compatible = (data[i : i + 4] for i in range(16, end - 3, 4))
+    return frozenset({data[8:12], *compatible})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.clients import client_options
 from consumer.kafka.reach import started
+from consumer.run_report import one_line
 from schemas import PredictionResult
 
 
@@ -64,8 +65,7 @@ def _print_result(value: bytes, as_json: bool, out: TextIO) -> None:
             out.write(f"(unreadable result) {value[:200]!r}\n")
             return
         if result.status == "ok":
-            best = ", ".join(f"{p.label} {p.score:.1%}" for p in result.predictions)
-            out.write(f"{result.id} ok {best} <- {result.url}\n")
+            out.write(f"{result.id} ok {one_line(result)} <- {result.url}\n")
         else:
             assert result.error is not None
             error = f"{result.error.code.value}: {result.error.message}"

@@ -38,6 +38,7 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
         async with Runtime(settings, progress=False) as rt:
             model = await _unless_stopped(rt.load_model(), stop)
             metrics.model_load_seconds.set(model.fetch_s + model.load_s)
+            metrics.set_model(model.name, model.sha256, model.classifier.backend)
             state.model_loaded = True
             service = KafkaService(settings, rt, model, metrics, state)
             try:

@@ -4,7 +4,7 @@ What the rest of the service uses is exported here; backends are plug-ins
 (`consumer/model/backends/`).
 """
 
-from consumer.model.backend import Backend, Classifier, top_k
+from consumer.model.backend import Backend, Classifier, species_only, top_k
 from consumer.model.backends import BUILTIN_BACKENDS
 from consumer.model.errors import ModelError
 from consumer.model.fetch import ModelArtifact, ModelFetcher
@@ -23,5 +23,6 @@ __all__ = [
     "check_labels",
     "load_classifier",
     "load_model",
+    "species_only",
     "top_k",
 ]

@@ -81,3 +81,12 @@ def top_k(probs: NDArray[np.float32], k: int) -> tuple[NDArray[np.intp], NDArray
     scores = np.take_along_axis(probs, part, axis=1)
     order = np.argsort(-scores, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def species_only(probs: NDArray[np.float32], background_id: int | None) -> NDArray[np.float32]:
+    """`probs` with the "no bird" class out of the ranking (a copy; `probs` is untouched)."""
+    if background_id is None:
+        return probs
+    ranked = probs.copy()
+    ranked[:, background_id] = -np.inf
+    return ranked

@@ -1,11 +1,11 @@
-"""Fetching the model online into a cache keyed by URL.
+"""Fetching the model online into a cache keyed by the model setting.
 
-Accepts a TF Hub handle (tfhub.dev redirects to Kaggle) or a direct URL of anything a backend
-recognises (`.tflite` file, `.tar.gz` SavedModel archive): what was served decides which backend
-loads it, not the name (`consumer/model/served.py`). Entries appear in the
-cache by an atomic rename, so concurrent processes never see half a model. A cache that cannot
-be written (read-only, full) is a one-line `ModelError`, or, when asked, a warning and a
-temporary folder instead.
+Accepts every form the model is published in (`consumer/model/sources.py`): TF Hub and Kaggle
+handles, Kaggle model pages and direct URLs. What was served decides which backend loads it,
+not the name (`consumer/model/served.py`). Entries appear in the cache by an atomic rename, so
+concurrent processes never see half a model; each records the sha256 of its download and of
+its files, checked on reuse. A cache that cannot be written (read-only, full) is a one-line
+`ModelError`, or, when asked, a warning and a temporary folder instead.
 """
 
 from __future__ import annotations
@@ -22,17 +22,21 @@ from typing import TypeVar
 
 import aiohttp
 import structlog
-from yarl import URL
 
 from consumer.model.backends import BUILTIN_BACKENDS
 from consumer.model.backends.litert import likely_tflite
+from consumer.model.download import download_source, get_bytes
 from consumer.model.errors import ModelError
 from consumer.model.labels import parse_labels
-from consumer.model.progress import PROGRESS_INTERVAL_S, DownloadProgress, reported
+from consumer.model.progress import PROGRESS_INTERVAL_S
 from consumer.model.registry import Backends
+from consumer.model.sources import KAGGLE_URL, resolve_source, tfhub_download_url
 from consumer.model.store import (
+    CacheEntry,
     CacheWriteError,
     cache_key,
+    discard,
+    entry_digest,
     publish,
     read_entry,
     unpack,
@@ -42,14 +46,15 @@ from consumer.model.store import (
 
 log = structlog.get_logger(__name__)
 
-TFHUB_HOSTS = frozenset({"tfhub.dev", "www.tfhub.dev"})
-_CHUNK = 1024 * 1024
 T = TypeVar("T")
+# The name older callers (and tests) use for the TF Hub format parameter.
+download_url = tfhub_download_url
 
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A model on local disk, ready for the backend of its `kind` to load."""
+    """A model on local disk, ready for the backend of its `kind` to load; `sha256` is that of
+    its download (empty when unknown)."""
 
     url: str
     kind: str
@@ -57,16 +62,7 @@ class ModelArtifact:
     size_bytes: int
     from_cache: bool
     fetch_s: float
-
-
-def download_url(handle: str) -> str:
-    """The URL that serves the bytes of `handle`: TF Hub handles get their format parameter."""
-    url = URL(handle)
-    if url.host not in TFHUB_HOSTS or "tf-hub-format" in url.query or "lite-format" in url.query:
-        return handle
-    if "/lite-model/" in url.path:
-        return str(url.update_query({"lite-format": "tflite"}))
-    return str(url.update_query({"tf-hub-format": "compressed"}))
+    sha256: str = ""
 
 
 class ModelFetcher:
@@ -87,8 +83,10 @@ class ModelFetcher:
         temporary_fallback: bool = False,
         progress_interval_s: float = PROGRESS_INTERVAL_S,
         backends: Backends = BUILTIN_BACKENDS,
+        kaggle_url: str = KAGGLE_URL,
     ) -> None:
         self._session = session
+        self._kaggle_url = kaggle_url
         self._backends = backends
         self._progress = progress
         self._progress_interval_s = progress_interval_s
@@ -109,9 +107,10 @@ class ModelFetcher:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    async def fetch_model(self, handle: str) -> ModelArtifact:
-        """Return the model of `handle` from the cache, downloading it on a miss."""
-        return await self._writing(lambda: self._fetch_model(handle))
+    async def fetch_model(self, handle: str, sha256: str | None = None) -> ModelArtifact:
+        """Return the model of `handle` from the cache, downloading it on a miss. With
+        `sha256`, a download (or cached copy) of another digest is refused (`ModelError`)."""
+        return await self._writing(lambda: self._fetch_model(handle, sha256))
 
     async def fetch_labels(self, url: str) -> bytes:
         """The label map's bytes, from the cache when present."""
@@ -147,43 +146,92 @@ class ModelFetcher:
             "to a writable folder to keep it",
         )
 
-    async def _fetch_model(self, handle: str) -> ModelArtifact:
+    async def _fetch_model(self, handle: str, pin: str | None) -> ModelArtifact:
         start = time.perf_counter()
+        source = resolve_source(handle, self._kaggle_url)
         folder = self._cache_dir
         entry = folder / cache_key(handle)
-        found = read_entry(entry, self._backends)
+        found, refused = await self._reusable(handle, entry, pin)
         if found is not None:
-            kind, path, size = found
-            log.info("model_cache_hit", url=handle, kind=kind, path=str(path), bytes=size)
-            return ModelArtifact(handle, kind, path, size, True, time.perf_counter() - start)
+            log.info(
+                "model_cache_hit",
+                url=handle,
+                kind=found.kind,
+                path=str(found.path),
+                bytes=found.size,
+                sha256=found.sha256,
+            )
+            return ModelArtifact(
+                handle,
+                found.kind,
+                found.path,
+                found.size,
+                True,
+                time.perf_counter() - start,
+                found.sha256 or "",
+            )
 
         with writes_to(folder):
             folder.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
         try:
-            url = download_url(handle)
             blob = staging / "download"
-            size = await self._download(url, blob, folder)
+            got = await download_source(
+                self._session,
+                source,
+                blob,
+                folder,
+                bar=self._progress,
+                interval_s=self._progress_interval_s,
+            )
+            if pin is not None and got.sha256 != pin:
+                raise ModelError(
+                    f"model {handle} has sha256 {got.sha256}, but BIRDWATCH_MODEL_SHA256 is "
+                    f"{pin}: refused"
+                )
             backend = await asyncio.to_thread(unpack, blob, staging, folder, self._backends)
+            kept = await asyncio.to_thread(entry_digest, staging / backend.entry_name)
             with writes_to(folder):
-                write_meta(staging, handle, backend.kind, size)
+                write_meta(staging, handle, backend.kind, got.size, got.sha256, kept)
+                if refused:  # this download replaces it; an entry another process just
+                    discard(entry)  # published is left alone (publish keeps the first)
                 publish(staging, entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        found = read_entry(entry, self._backends)
-        if found is None:  # pragma: no cover - only if someone removes the entry under us
-            raise ModelError(f"model cache entry {entry} vanished")
-        kind, path, size = found
         elapsed = time.perf_counter() - start
         log.info(
             "model_fetched",
             url=handle,
-            kind=kind,
-            bytes=size,
+            served_by=got.url,
+            kind=backend.kind,
+            bytes=got.size,
+            sha256=got.sha256,
             seconds=round(elapsed, 3),
             cache_enabled=self._tmp is None,
         )
-        return ModelArtifact(handle, kind, path, size, False, elapsed)
+        path = entry / backend.entry_name
+        return ModelArtifact(handle, backend.kind, path, got.size, False, elapsed, got.sha256)
+
+    async def _reusable(
+        self, handle: str, entry: Path, pin: str | None
+    ) -> tuple[CacheEntry | None, bool]:
+        """The cached model of `handle` when there is one fit to use, and whether one was
+        refused. An unfit one (another digest than the pin, files changed since download) is
+        ignored with a warning, and replaced only once a download passes (a mistyped pin does
+        not cost the cache)."""
+        found = read_entry(entry, self._backends)
+        if found is None:
+            return None, False
+        if pin is not None and found.sha256 != pin:
+            reason = f"its download had sha256 {found.sha256}, BIRDWATCH_MODEL_SHA256 is {pin}"
+        elif found.entry_sha256 is None:
+            reason = "it records no digest (cached by an older version)"
+        elif (now := await asyncio.to_thread(entry_digest, found.path)) != found.entry_sha256:
+            reason = f"its files changed on disk (sha256 {now}, {found.entry_sha256} when cached)"
+        else:
+            return found, False
+        log.warning("model_cache_refused", url=handle, path=str(entry), reason=reason)
+        return None, True
 
     async def _fetch_labels(self, url: str) -> bytes:
         folder = self._cache_dir
@@ -191,7 +239,7 @@ class ModelFetcher:
         if path.exists():
             return path.read_bytes()
         start = time.perf_counter()
-        data = await self._get_bytes(url)
+        data = await get_bytes(self._session, url)
         parse_labels(data)  # never cache a map we cannot read (an HTML error page, say)
         with writes_to(folder):
             folder.mkdir(parents=True, exist_ok=True)
@@ -205,44 +253,6 @@ class ModelFetcher:
             seconds=round(time.perf_counter() - start, 3),
         )
         return data
-
-    async def _get_bytes(self, url: str) -> bytes:
-        try:
-            async with self._session.get(url) as resp:
-                _check_status(url, resp.status)
-                return await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ModelError(f"GET {url} failed: {_describe(exc)}", retryable=True) from None
-
-    async def _download(self, url: str, target: Path, folder: Path) -> int:
-        try:
-            async with self._session.get(url) as resp:
-                _check_status(url, resp.status)
-                progress = DownloadProgress(url, resp.content_length, bar=self._progress)
-                with writes_to(folder):
-                    out = target.open("wb")
-                try:
-                    async with reported(progress, self._progress_interval_s):
-                        async for chunk in resp.content.iter_chunked(_CHUNK):
-                            with writes_to(folder):
-                                out.write(chunk)
-                            progress.add(len(chunk))
-                finally:
-                    with writes_to(folder):
-                        out.close()
-                return progress.done
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ModelError(f"GET {url} failed: {_describe(exc)}", retryable=True) from None
-
-
-def _check_status(url: str, status: int) -> None:
-    if status != 200:
-        retryable = status >= 500 or status in (408, 429)
-        raise ModelError(f"GET {url} answered HTTP {status}", retryable=retryable)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # likely_tflite: tests/deploy (the deployment branch's files) import the LiteRT URL guess here.

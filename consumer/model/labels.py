@@ -34,3 +34,12 @@ def parse_labels(data: bytes) -> list[str]:
     if set(by_id) != set(range(len(by_id))):
         raise ModelError(f"label map ids are not 0..{len(by_id) - 1}")
     return [by_id[i] for i in range(len(by_id))]
+
+
+BACKGROUND_LABEL = "background"
+
+
+def background_class(labels: list[str]) -> int | None:
+    """The id of the label map's "no bird" class (`background` in the AIY map), if any."""
+    found = [i for i, label in enumerate(labels) if label.strip().lower() == BACKGROUND_LABEL]
+    return found[0] if len(found) == 1 else None

@@ -8,16 +8,15 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-import numpy as np
 import structlog
 
 from consumer.model.backend import Classifier
 from consumer.model.backends import BUILTIN_BACKENDS
 from consumer.model.errors import ModelError
 from consumer.model.fetch import ModelArtifact, ModelFetcher
-from consumer.model.labels import parse_labels
+from consumer.model.labels import background_class, parse_labels
+from consumer.model.outputs import with_probabilities
 from consumer.model.registry import Backends
-from consumer.model_input import INPUT_SHAPE
 from consumer.native_logs import quiet_native_stderr
 
 log = structlog.get_logger(__name__)
@@ -34,21 +33,21 @@ class LoadedModel:
     load_s: float
     size_bytes: int
     from_cache: bool
+    sha256: str = ""
+    # The label map's "no bird" class: never ranked among the species, reported on its own.
+    background_id: int | None = None
 
 
 def load_classifier(
     artifact: ModelArtifact, threads: int, backends: Backends = BUILTIN_BACKENDS
 ) -> Classifier:
-    """Load `artifact` with the backend of its kind, then run one warm-up inference."""
+    """Load `artifact` with the backend of its kind, then run one warm-up inference, which
+    finds whether the model answers probabilities or logits (`consumer.model.outputs`)."""
     start = time.perf_counter()
     with quiet_native_stderr():
         classifier = backends.of_kind(artifact.kind).load(artifact.path, threads)
         loaded_s = time.perf_counter() - start
-        warm = classifier.predict(np.zeros((1, *INPUT_SHAPE), dtype=np.uint8))
-    if warm.shape != (1, classifier.num_classes):
-        raise ModelError(
-            f"warm-up returned shape {warm.shape}, expected (1, {classifier.num_classes})"
-        )
+        classifier = with_probabilities(classifier)
     log.info(
         "model_loaded",
         backend=classifier.backend,
@@ -73,9 +72,11 @@ async def load_model(
     *,
     threads: int,
     pool: Executor,
+    sha256: str | None = None,
 ) -> LoadedModel:
     """Fetch the model and its label map at once and load the model in `pool` (the inference
-    thread), checking that the labels fit it. One attempt: raises `ModelError`.
+    thread), checking that the labels fit it; with `sha256`, a model of another digest is
+    refused. One attempt: raises `ModelError`.
 
     The framework the URL suggests is imported in `pool` while the downloads run (TensorFlow
     takes seconds). The backends are the fetcher's.
@@ -86,7 +87,7 @@ async def load_model(
     if likely is not None:
         loop.run_in_executor(pool, likely.preload)
     labels_task = asyncio.create_task(fetcher.fetch_labels(labels_url))
-    model_task = asyncio.create_task(fetcher.fetch_model(model_url))
+    model_task = asyncio.create_task(fetcher.fetch_model(model_url, sha256))
     try:
         label_bytes, artifact = await asyncio.gather(labels_task, model_task)
     except BaseException:
@@ -99,6 +100,14 @@ async def load_model(
     start = time.perf_counter()
     classifier = await loop.run_in_executor(pool, load_classifier, artifact, threads, backends)
     check_labels(classifier, labels)
+    log.info(
+        "model_identity",
+        url=model_url,
+        sha256=artifact.sha256,
+        backend=classifier.backend,
+        kind=artifact.kind,
+        classes=classifier.num_classes,
+    )
     return LoadedModel(
         name=model_url,
         classifier=classifier,
@@ -107,4 +116,6 @@ async def load_model(
         load_s=time.perf_counter() - start,
         size_bytes=artifact.size_bytes,
         from_cache=artifact.from_cache,
+        sha256=artifact.sha256,
+        background_id=background_class(labels),
     )

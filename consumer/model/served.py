@@ -13,6 +13,7 @@ from pathlib import Path
 from consumer.model.backend import Backend
 from consumer.model.errors import ModelError
 from consumer.model.registry import Backends
+from consumer.model.sources import describe_forms
 
 # Enough for the plain-tar magic, at byte 257.
 HEAD_BYTES = 512
@@ -22,6 +23,12 @@ _UNPACKED = ".unpacked"
 def is_archive(head: bytes) -> bool:
     """Whether these first bytes start a gzip stream or a plain (ustar or pax) tar."""
     return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
+
+
+def looks_like_html(head: bytes) -> bool:
+    """Whether these first bytes start an HTML page (a sign-in or model page, say)."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return text.startswith((b"<!doctype html", b"<html", b"<head", b"<!--"))
 
 
 def unpack_archive(blob: Path, folder: Path) -> None:
@@ -47,6 +54,11 @@ def take_model(blob: Path, staging: Path, backends: Backends) -> Backend:
             head = f.read(HEAD_BYTES)
         if not is_archive(head):
             served = backends.describe_served()
+            if looks_like_html(head):
+                raise ModelError(
+                    f"served an HTML page, {served}: a model page is not a download; give "
+                    f"{describe_forms()} (README: Model sources)"
+                )
             raise ModelError(f"served content is {served} (starts {head[:8]!r})")
         unpacked = staging / _UNPACKED
         unpack_archive(blob, unpacked)

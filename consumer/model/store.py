@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -73,15 +76,57 @@ def publish(staging: Path, entry: Path) -> None:
         log.debug("model_cache_race_lost", entry=str(entry))
 
 
-def read_entry(entry: Path, backends: Backends) -> tuple[str, Path, int] | None:
-    """The kind, path and size of the model in cache `entry`, or None when there is none."""
+@dataclass(frozen=True)
+class CacheEntry:
+    """A model in the cache: its kind, where it is, the size and sha256 of its download, and
+    the digest of the files kept (`entry_digest`), None in entries older than digests."""
+
+    kind: str
+    path: Path
+    size: int
+    sha256: str | None
+    entry_sha256: str | None
+
+
+def read_entry(entry: Path, backends: Backends) -> CacheEntry | None:
+    """The model in cache `entry`, or None when there is none."""
     meta = entry / META_FILE
     if not meta.exists():
         return None
     info = orjson.loads(meta.read_bytes())
     kind = str(info["kind"])
-    return kind, entry / backends.of_kind(kind).entry_name, int(info["bytes"])
+    return CacheEntry(
+        kind,
+        entry / backends.of_kind(kind).entry_name,
+        int(info["bytes"]),
+        info.get("sha256"),
+        info.get("entry_sha256"),
+    )
 
 
-def write_meta(staging: Path, url: str, kind: str, size: int) -> None:
-    (staging / META_FILE).write_bytes(orjson.dumps({"url": url, "kind": kind, "bytes": size}))
+def write_meta(
+    staging: Path, url: str, kind: str, size: int, sha256: str, entry_sha256: str
+) -> None:
+    meta = {"url": url, "kind": kind, "bytes": size, "sha256": sha256}
+    (staging / META_FILE).write_bytes(orjson.dumps({**meta, "entry_sha256": entry_sha256}))
+
+
+def entry_digest(path: Path) -> str:
+    """One sha256 over the model's files (a file, or every file of a folder with its relative
+    name), so that a cached model changed or damaged on disk is noticed."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
+def discard(entry: Path) -> None:
+    """Remove a cache entry found unfit, by a rename first so no reader sees it half gone."""
+    doomed = entry.with_name(f".discarded-{entry.name}-{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        entry.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)

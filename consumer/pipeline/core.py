@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from consumer.batching import Batcher
 from consumer.clock import Clock, LoopClock
 from consumer.images.errors import ImageError
-from consumer.model import LoadedModel, top_k
+from consumer.model import LoadedModel, species_only, top_k
 from consumer.pipeline.preparation import ImagePreparation
 from consumer.pipeline.work import (
     Decoder,
@@ -238,7 +238,7 @@ class Pipeline:
             probs = await loop.run_in_executor(
                 self._inference_pool, model.classifier.predict, pixels
             )
-            indices, scores = top_k(probs, TOP_K)
+            indices, scores = top_k(species_only(probs, model.background_id), TOP_K)
         except Exception as exc:
             log.exception("batch_failed", size=len(items))
             for item in items:
@@ -247,14 +247,25 @@ class Pipeline:
         seconds = self._clock.now() - start
         self._observer.batch(len(items), seconds)
         log.debug("batch_done", size=len(items), ms=round(seconds * 1000, 3))
-        for item, idx, score in zip(items, indices, scores, strict=True):
+        for row, (item, idx, score) in enumerate(zip(items, indices, scores, strict=True)):
             item.timings_ms["inference"] = round(seconds * 1000, 3)
             predictions = [
                 Prediction(label_id=int(i), label=model.labels[int(i)], score=round(float(s), 6))
                 for i, s in zip(idx, score, strict=True)
             ]
+            background = None
+            if model.background_id is not None:
+                bg = model.background_id
+                background = Prediction(
+                    label_id=bg, label=model.labels[bg], score=round(float(probs[row, bg]), 6)
+                )
             result = PredictionResult.ok(
-                item.event.id, item.event.url, predictions, model.name, self._timings(item)
+                item.event.id,
+                item.event.url,
+                predictions,
+                model.name,
+                self._timings(item),
+                background,
             )
             log.debug(
                 "image_classified",

@@ -91,11 +91,18 @@ class FakeClassifier:
         return probs
 
 
-def fake_model(classifier: FakeClassifier | None = None, name: str = "fake-model") -> LoadedModel:
-    """A loaded model around `classifier` (a new `FakeClassifier` by default)."""
+def fake_model(
+    classifier: FakeClassifier | None = None,
+    name: str = "fake-model",
+    background_id: int | None = None,
+) -> LoadedModel:
+    """A loaded model around `classifier` (a new `FakeClassifier` by default); with
+    `background_id`, that class is the label map's "no bird" class."""
     clf = classifier or FakeClassifier()
     labels = LABELS if clf.num_classes == CLASSES else [f"bird-{i}" for i in range(clf.num_classes)]
-    return LoadedModel(name, clf, labels, 0.0, 0.0, 0, True)
+    if background_id is not None:
+        labels = [*labels[:background_id], "background", *labels[background_id + 1 :]]
+    return LoadedModel(name, clf, labels, 0.0, 0.0, 0, True, background_id=background_id)
 
 
 class FakeFetcher:

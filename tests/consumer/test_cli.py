@@ -91,11 +91,14 @@ async def test_json_output_one_result_per_line_in_input_order(
         "red.jpg": RED_CLASS,
         "green.png": GREEN_CLASS,
         "blue.jpg": BLUE_CLASS,
-        "grey.jpg": GREY_CLASS,
+        "grey.jpg": GREY_CLASS - 1,  # the best species: "background" is never one of them
     }
     grey = results[5]
-    assert grey["predictions"][0]["label"] == "background"
+    assert grey["background"]["label"] == "background"
+    assert grey["background"]["label_id"] == GREY_CLASS
+    assert grey["background"]["score"] > grey["predictions"][0]["score"]
     assert len(grey["predictions"]) == 3
+    assert all(p["label"] != "background" for r in results for p in r["predictions"])
     scores = [p["score"] for p in grey["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert results[2]["error"]["code"] == "not_an_image"
@@ -112,13 +115,20 @@ async def test_human_output_and_timing_summary(
     http_server: LoopbackServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     red = red_jpeg(http_server)
-    code, out, _ = await run_cli(capsys, "classify", red)
+    code, out, err = await run_cli(capsys, "classify", red)
     assert code == 0
     assert f"[1] {red}" in out
     assert f"1. Species {RED_CLASS}" in out
-    for part in ("model fetch", "model load", "images fetch+decode", "inference", "total"):
+    assert "0.00%" not in out
+    assert "background" not in out
+    assert re.search(r"queued \d+ ms, fetched \d+ ms, decoded \d+ ms, classified \d+ ms", out)
+    for part in ("model fetch", "model load", "image fetches", "image decodes", "inference"):
         assert part in out
+    assert out.count("Timings:") == 1
+    assert out.index("Timings:") > out.index(f"1. Species {RED_CLASS}")
     assert "(download," in out
+    # The summary is printed once: the log does not repeat it at the default level.
+    assert "run_done" not in err
 
     # A second run is served from the model cache.
     code, out, _ = await run_cli(capsys, "classify", red)

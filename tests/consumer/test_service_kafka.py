@@ -7,6 +7,7 @@ Images and the model come from the loopback server; every test has its own topic
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import Counter
 
 import aiohttp
@@ -205,6 +206,9 @@ async def test_serve_endpoints_graceful_stop_commits_all_and_a_restart_redoes_no
     assert metric_value(metrics, "birdwatch_stage_seconds_count", stage="end_to_end") == 60
     assert metric_value(metrics, "birdwatch_stage_seconds_count", stage="fetch") == 60
     assert metric_value(metrics, "birdwatch_model_load_seconds") > 0
+    digest = hashlib.sha256(tiny_models.tflite.read_bytes()).hexdigest()
+    model = {"url": model_url, "sha256": digest, "backend": "litert"}
+    assert metric_value(metrics, "birdwatch_model_info", **model) == 1
 
     # Everything done is committed: the group's offsets are the ends of the input partitions.
     async with TopicReader(setup.bootstrap, setup.names.input) as inputs:

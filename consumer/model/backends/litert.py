@@ -1,7 +1,9 @@
 """LiteRT (ai-edge-litert) backend for TF Hub's TFLite format of the model.
 
-It recognises a TFLite flatbuffer by its file identifier, "TFL3" at byte 4. `ai_edge_litert`
-is imported when a model is loaded, never by importing this module.
+It recognises a TFLite flatbuffer by its file identifier, "TFL3" at byte 4: served as it is,
+or as the one flatbuffer of an archive (Kaggle serves its TFLite variations as a tar.gz holding
+the `.tflite`). `ai_edge_litert` is imported when a model is loaded, never by importing this
+module.
 """
 
 from __future__ import annotations
@@ -27,14 +29,19 @@ class LiteRTBackend:
     name = "litert"
     kind = "tflite"
     serves = "a TFLite flatbuffer"
-    archive_member = None
+    archive_member = ".tflite file"
     entry_name = "model.tflite"
 
     def find(self, served: Path) -> Path | None:
-        if not served.is_file():
+        if served.is_file():
+            return served if _holds_flatbuffer(served) else None
+        if not served.is_dir():
             return None
-        with served.open("rb") as f:
-            return served if is_flatbuffer(f.read(8)) else None
+        found = sorted(p for p in served.rglob("*") if p.is_file() and _holds_flatbuffer(p))
+        if len(found) > 1:
+            names = ", ".join(p.relative_to(served).as_posix() for p in found)
+            raise ModelError(f"the archive holds {len(found)} TFLite models ({names}); give one")
+        return found[0] if found else None
 
     def likely_at(self, url: str) -> bool:
         return likely_tflite(url)
@@ -49,15 +56,33 @@ class LiteRTBackend:
         return LiteRTClassifier(path, threads)
 
 
+def _holds_flatbuffer(path: Path) -> bool:
+    if path.is_symlink():
+        return False
+    with path.open("rb") as f:
+        return is_flatbuffer(f.read(8))
+
+
 def is_flatbuffer(head: bytes) -> bool:
     """Whether these first bytes are those of a TFLite flatbuffer."""
     return head[4:8] == _IDENTIFIER
 
 
 def likely_tflite(handle: str) -> bool:
-    """A guess from the URL alone, used only to start importing a framework early."""
+    """A guess from the URL alone, used only to start importing a framework early: TF Hub's
+    lite-model handles, `.tflite` files, and Kaggle's tfLite framework (handle, page or
+    download URL)."""
+    if "://" not in handle:  # a Kaggle handle: owner/model/framework/variation/version
+        parts = handle.split("/")
+        return len(parts) > 2 and parts[2].lower() == "tflite"
     url = URL(handle)
-    return url.path.endswith(".tflite") or "/lite-model/" in url.path or "lite-format" in url.query
+    path = url.path
+    return (
+        path.endswith(".tflite")
+        or "/lite-model/" in path
+        or "lite-format" in url.query
+        or "/tflite/" in path.lower()
+    )
 
 
 class LiteRTClassifier:

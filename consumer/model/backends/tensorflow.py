@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 
 from consumer.model.backend import Classifier
 from consumer.model.errors import ModelError
+from consumer.model.outputs import output_form
 from consumer.model_input import INPUT_SHAPE
 from consumer.native_logs import quiet_native_stderr
 
@@ -139,12 +140,29 @@ def _single_input(signature: Any) -> str:
 
 
 def _pick_output(outputs: dict[str, Any]) -> str:
-    for key in _OUTPUT_KEYS:
-        if key in outputs:
+    """The output holding the probabilities, judged by its values on the probe: the first
+    distribution (preferred names first: TF1 Hub modules also expose `logits`); without one,
+    a lone output or a preferred name, whose logits the warm-up check turns into
+    probabilities."""
+    ranked = sorted(outputs, key=lambda k: (_OUTPUT_KEYS.index(k) if k in _OUTPUT_KEYS else 99, k))
+    for key in ranked:
+        if _is_distribution(outputs[key].numpy()):
             return key
     if len(outputs) == 1:
         return next(iter(outputs))
+    for key in _OUTPUT_KEYS:
+        if key in outputs:
+            return key
     raise ModelError(f"cannot tell which output holds the probabilities: {sorted(outputs)}")
+
+
+def _is_distribution(rows: Any) -> bool:
+    if getattr(rows, "ndim", 0) != 2:
+        return False
+    try:
+        return output_form(rows.astype(np.float32)) == "probabilities"
+    except ModelError:
+        return False
 
 
 def _drop_absl_handler() -> None:

@@ -59,7 +59,7 @@ def test_sniff_format_names_the_format_from_magic_bytes(head: bytes, fmt: str) -
         b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>',
         b"%PDF-1.7\n",
         b"RIFF\x24\x00\x00\x00WAVEfmt ",
-        b"\x00\x00\x00\x18ftypheic",
+        b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2",  # an MP4 video
         b'{"error": "not found"}',
     ],
 )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from consumer.model.fetch import cache_key
 from tests.conftest import LoopbackServer
@@ -96,3 +97,24 @@ def add_rendezvous(server: LoopbackServer, path: str, body: bytes, parties: int 
         return web.Response(body=body, content_type="application/octet-stream")
 
     return server.add_handler(path, handler)
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every host name (tfhub.dev, kaggle.com) to the loopback server."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        return None

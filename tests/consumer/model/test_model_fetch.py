@@ -4,19 +4,17 @@ handles, HTTP and network failures, label maps."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from consumer.config import TFHUB_BIRDS_LITE_MODEL, TFHUB_BIRDS_MODEL
 from consumer.model import ModelError, ModelFetcher
 from consumer.model.fetch import cache_key, download_url
 from tests.conftest import LoopbackServer, TinyModels
-from tests.consumer.model.support import HTML_PAGE, closed_port_url
+from tests.consumer.model.support import HTML_PAGE, LoopbackResolver, closed_port_url
 
 
 @pytest.mark.parametrize(
@@ -115,27 +113,6 @@ async def test_read_timeout_is_retryable(http_server: LoopbackServer, cache: Pat
     assert os.listdir(cache) == []
 
 
-class _HubResolver(AbstractResolver):
-    """Resolves every host name (tfhub.dev, kaggle.com) to the loopback server."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            {
-                "hostname": host,
-                "host": "127.0.0.1",
-                "port": port,
-                "family": socket.AF_INET,
-                "proto": 0,
-                "flags": socket.AI_NUMERICHOST,
-            }
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
 async def test_tfhub_handles_download_with_their_format_parameter_through_a_redirect(
     http_server: LoopbackServer, cache: Path, tflite_bytes: bytes, tf2_targz: bytes
 ) -> None:
@@ -160,7 +137,7 @@ async def test_tfhub_handles_download_with_their_format_parameter_through_a_redi
     hub_handle = f"http://tfhub.dev:{port}{saved_model_path}"
     lite_handle = f"http://tfhub.dev:{port}{lite_path}"
 
-    connector = aiohttp.TCPConnector(resolver=_HubResolver())
+    connector = aiohttp.TCPConnector(resolver=LoopbackResolver())
     async with aiohttp.ClientSession(connector=connector) as hub_session:
         fetcher = ModelFetcher(hub_session, cache)
         savedmodel = await fetcher.fetch_model(hub_handle)

@@ -3,6 +3,7 @@ its kind, preloaded from its URL guess and loaded by `load_classifier` / `load_m
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tarfile
@@ -108,12 +109,18 @@ async def test_a_registered_backend_is_picked_by_content_not_by_name(
     assert artifact.path == cache / cache_key(url) / "marker"
     assert artifact.path.read_bytes() == marker_file(7)
     meta = orjson.loads((cache / cache_key(url) / "source.json").read_bytes())
-    assert meta == {"url": url, "kind": "marker-v1", "bytes": len(marker_file(7))}
+    assert meta == {
+        "url": url,
+        "kind": "marker-v1",
+        "bytes": len(marker_file(7)),
+        "sha256": hashlib.sha256(marker_file(7)).hexdigest(),
+        "entry_sha256": hashlib.sha256(hashlib.sha256(marker_file(7)).digest()).hexdigest(),
+    }
     assert (classifier.backend, classifier.num_classes) == ("marker", 7)
     assert marker.loaded == [(artifact.path, 3)]
-    # The warm-up ran on one image of the model's input shape.
+    # The warm-up ran on two probe images, one at a time (the model's own batch size).
     assert isinstance(classifier, FakeClassifier)
-    assert classifier.batch_sizes == [1]
+    assert classifier.batch_sizes == [1, 1]
 
     again = await ModelFetcher(session, cache, backends=backends).fetch_model(url)
     assert (again.from_cache, again.kind, again.path) == (True, "marker-v1", artifact.path)
@@ -149,12 +156,14 @@ async def test_what_no_backend_recognises_is_named_by_every_backend(
     with pytest.raises(
         ModelError,
         match=r"^served content is neither a marker file nor a TFLite flatbuffer nor a "
-        r"SavedModel archive \(starts b'<!DOCTYP'\)$",
+        r"SavedModel archive \(starts b'GIF89a\\x01\\x00'\)$",
     ):
         await ModelFetcher(session, cache, backends=backends).fetch_model(
-            http_server.add_bytes("/page", b"<!DOCTYPE html><html></html>", "text/html")
+            http_server.add_bytes("/picture", b"GIF89a\x01\x00\x01\x00", "image/gif")
         )
-    with pytest.raises(ModelError, match=r"^the archive holds no marker.txt or saved_model.pb$"):
+    with pytest.raises(
+        ModelError, match=r"^the archive holds no marker.txt or .tflite file or saved_model.pb$"
+    ):
         await ModelFetcher(session, cache, backends=backends).fetch_model(archive_url)
     assert os.listdir(cache) == []
 

@@ -169,3 +169,26 @@ async def test_unanswered_request_hits_the_load_timeout(
 
     assert "BIRDWATCH_MODEL_LOAD_TIMEOUT_S" in str(failed.error)
     assert 1.4 < failed.elapsed_s < 3.0
+
+
+@pytest.mark.usefixtures("real_retry_waits")
+async def test_a_model_host_answering_500_stops_classify_within_its_window(
+    loopback_settings: SettingsFactory, http_server: LoopbackServer
+) -> None:
+    # Kaggle's endpoint failing for good: classify gives up after CLASSIFY_MODEL_RETRY_S, not
+    # after the service's ten-minute load timeout.
+    handle = "google/aiy/tfLite/vision-classifier-birds-v1/3"
+    http_server.add_bytes(f"/api/v1/models/{handle}/download", b"oops", "text/plain", status=500)
+    settings = loopback_settings(
+        model_url=handle, kaggle_url=http_server.base, classify_model_retry_s=1.0
+    )
+    started = time.monotonic()
+    async with Runtime(settings, progress=False, one_shot=True) as rt:
+        with pytest.raises(ModelError) as caught:
+            await rt.load_model()
+    elapsed = time.monotonic() - started
+
+    assert "answered HTTP 500" in str(caught.value)
+    assert re.search(r"gave up after \d attempt\(s\)", str(caught.value))
+    assert 1.0 < elapsed < 4.0
+    assert settings.model_load_timeout_s == 600

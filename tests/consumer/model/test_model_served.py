@@ -4,6 +4,7 @@ recognised by content, unusable or hostile content refused, leaving nothing behi
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -84,7 +85,15 @@ async def test_fetch_tflite(
     assert artifact.from_cache is False
     assert artifact.fetch_s > 0
     meta = orjson.loads((cache / cache_key(url) / "source.json").read_bytes())
-    assert meta == {"url": url, "kind": "tflite", "bytes": len(tflite_bytes)}
+    digest = hashlib.sha256(tflite_bytes)
+    assert meta == {
+        "url": url,
+        "kind": "tflite",
+        "bytes": len(tflite_bytes),
+        "sha256": digest.hexdigest(),
+        "entry_sha256": hashlib.sha256(digest.digest()).hexdigest(),
+    }
+    assert artifact.sha256 == digest.hexdigest()
     assert_only_entry(cache, url)
     assert http_server.hits["/models/birds.tflite"] == 1
 
@@ -158,8 +167,11 @@ async def test_kind_comes_from_content_not_name(
         (b"", "neither a TFLite flatbuffer nor a SavedModel archive"),
         (b"\x1f\x8b\x08\x00" + os.urandom(600), "cannot unpack the model archive"),
         (gzip.compress(HTML_PAGE * 20), "cannot unpack the model archive"),
-        (make_tar([("variables/variables.index", b"x")]), "holds no saved_model.pb"),
-        (make_tar([]), "holds no saved_model.pb"),
+        (
+            make_tar([("variables/variables.index", b"x")]),
+            "holds no .tflite file or saved_model.pb",
+        ),
+        (make_tar([]), "holds no .tflite file or saved_model.pb"),
     ],
     ids=["html", "empty-body", "corrupt-gzip", "gzipped-html", "no-saved-model", "empty-tar"],
 )

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from structlog.testing import capture_logs
 
 from consumer.model import (
     ModelArtifact,
@@ -95,6 +96,11 @@ def _build_savedmodel(tf: Any, export_dir: Path, variant: str) -> None:
     module = tf.Module()
     module.weights = tf.Variable(np.ones((3, 5), np.float32))
 
+    def logits(images: Any) -> Any:
+        # Channel means weighted by class: scores from -1 to 3, so never probabilities.
+        means = tf.reduce_mean(images, axis=[1, 2])
+        return tf.matmul(means, module.weights) * tf.range(5, dtype=tf.float32) - 1.0
+
     def probs(images: Any) -> Any:
         return tf.nn.softmax(tf.matmul(tf.reduce_mean(images, axis=[1, 2]), module.weights))
 
@@ -114,8 +120,19 @@ def _build_savedmodel(tf: Any, export_dir: Path, variant: str) -> None:
         signatures = {"serving_default": module.f}
     elif variant == "two-unknown-outputs":
         module.f = _tf_function(
-            tf, lambda images: {"a": probs(images), "b": probs(images) * 2}, _images(tf)
+            tf, lambda images: {"a": logits(images), "b": logits(images) * 2}, _images(tf)
         )
+        signatures = {"serving_default": module.f}
+    elif variant == "misleading-names":
+        # "default" is preferred by name, but holds logits; the probabilities are elsewhere.
+        module.f = _tf_function(
+            tf,
+            lambda images: {"default": logits(images), "scores": probs(images)},
+            _images(tf),
+        )
+        signatures = {"serving_default": module.f}
+    elif variant == "logits-only":
+        module.f = _tf_function(tf, lambda images: {"logits": logits(images)}, _images(tf))
         signatures = {"serving_default": module.f}
     elif variant == "wrong-size":
         module.f = _tf_function(
@@ -173,6 +190,28 @@ def test_tensorflow_backend_takes_a_lone_output_whatever_its_name(tf: Any, tmp_p
     assert classifier.num_classes == 5
     probs = classifier.predict(solid(COLOURS["red"], 2))
     np.testing.assert_allclose(probs, np.full((2, 5), 0.2), atol=1e-6)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("variant", ["misleading-names", "logits-only"])
+def test_tensorflow_outputs_are_judged_by_their_values_not_their_names(
+    tf: Any, tmp_path: Path, variant: str
+) -> None:
+    export_dir = tmp_path / "saved_model"
+    _build_savedmodel(tf, export_dir, variant)
+
+    with capture_logs() as logs:
+        classifier = load_classifier(artifact(export_dir, "savedmodel"), 1)
+
+    white = classifier.predict(solid(COLOURS["white"], 2))
+    np.testing.assert_allclose(white.sum(axis=1), 1.0, atol=1e-5)
+    assert white.min() >= 0
+    if variant == "misleading-names":  # the softmax of equal logits: uniform
+        np.testing.assert_allclose(white, np.full((2, 5), 0.2), atol=1e-6)
+    else:  # the softmax of logits rising with the class id
+        assert list(np.argsort(white[0])) == [0, 1, 2, 3, 4]
+    forms = [e["form"] for e in logs if e["event"] == "model_outputs"]
+    assert forms == (["probabilities"] if variant == "misleading-names" else ["logits"])
 
 
 @pytest.mark.tf

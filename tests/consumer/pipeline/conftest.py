@@ -26,6 +26,7 @@ async def make_pipeline() -> AsyncIterator[Callable[..., Harness]]:
         model_waits: bool = False,
         model_error: Exception | None = None,
         classifier: FakeClassifier | None = None,
+        background_id: int | None = None,
     ) -> Harness:
         results: list[tuple[WorkItem, PredictionResult]] = []
         clf = classifier or FakeClassifier()
@@ -40,7 +41,7 @@ async def make_pipeline() -> AsyncIterator[Callable[..., Harness]]:
             await model_gate.wait()
             if model_error is not None:
                 raise model_error
-            return fake_model(clf)
+            return fake_model(clf, background_id=background_id)
 
         async def sink(item: WorkItem, result: PredictionResult) -> None:
             results.append((item, result))

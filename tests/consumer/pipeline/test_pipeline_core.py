@@ -43,6 +43,27 @@ async def test_every_event_gets_its_top3(make_pipeline: Callable[..., Harness]) 
     assert h.classifier.threads == {"inference_0"}
 
 
+async def test_the_no_bird_class_is_never_a_species(make_pipeline: Callable[..., Harness]) -> None:
+    h = make_pipeline(background_id=2)
+    h.pipeline.submit(event(2))  # the fake ranks class 2 first, then 3 and 4
+    h.pipeline.submit(event(0))  # 0, 1, then 2
+    await h.pipeline.drain()
+    got = h.by_id()
+
+    # The third is one of the classes tied at 0.01; never the no-bird class.
+    e2 = [p.label_id for p in got["e2"].predictions]
+    assert e2[:2] == [3, 4]
+    assert e2[2] in (0, 1, 5)
+    assert got["e2"].background is not None
+    assert (got["e2"].background.label_id, got["e2"].background.label) == (2, "background")
+    assert got["e2"].background.score == pytest.approx(0.9)
+    e0 = [p.label_id for p in got["e0"].predictions]
+    assert e0[:2] == [0, 1]
+    assert e0[2] in (3, 4, 5)
+    assert got["e0"].background is not None
+    assert got["e0"].background.score == pytest.approx(0.03)
+
+
 async def test_failed_images_do_not_sink_the_batch(make_pipeline: Callable[..., Harness]) -> None:
     h = make_pipeline()
     h.pipeline.submit(event(1))
