@@ -16,11 +16,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench scripts e2e
-	$(BIN)/ruff format --check consumer schemas tests bench scripts e2e
+	$(BIN)/ruff check consumer schemas tests bench scripts e2e monitoring
+	$(BIN)/ruff format --check consumer schemas tests bench scripts e2e monitoring
 
 typecheck: venv
-	$(BIN)/mypy consumer schemas bench scripts e2e
+	$(BIN)/mypy consumer schemas bench scripts e2e monitoring
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term

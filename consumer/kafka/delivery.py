@@ -113,7 +113,7 @@ class AtLeastOnceDelivery:
                 continue
             if acked:
                 self.tracker.finished(ref.tp, ref.offset)
-                self._metrics.count_outcome(candidate.kind)
+                self._metrics.count_outcome(candidate.kind, candidate.code)
             return
 
     async def _send_until_acked(self, outcome: Outcome) -> bool:

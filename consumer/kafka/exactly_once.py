@@ -94,7 +94,7 @@ class ExactlyOnceDelivery:
                 return
             for outcome in batch:
                 self._ready[outcome.ref.tp].pop(outcome.ref.offset, None)
-                self._metrics.count_outcome(outcome.kind)
+                self._metrics.count_outcome(outcome.kind, outcome.code)
             self.tracker.mark_committed(offsets)
 
     async def _check_destinations(self, batch: list[Outcome]) -> None:

@@ -146,7 +146,13 @@ class OutcomeGuard:
         result = PredictionResult.failed(
             event_id, url, ErrorCode.INTERNAL, message[:_MAX_REASON], self._model_name
         )
-        return replace(outcome, value=result.to_json(), kind="error", form="internal")
+        return replace(
+            outcome,
+            value=result.to_json(),
+            kind="error",
+            form="internal",
+            code=ErrorCode.INTERNAL.value,
+        )
 
     def _truncated(self, outcome: Outcome, reason: str, limit: int) -> Outcome | None:
         headers = _with(

@@ -45,11 +45,16 @@ class Outcome:
     # "original", or the smaller stand-in it was replaced by when Kafka could not take it:
     # "truncated" (a DLQ copy cut to fit), "internal" (an error result), "reference".
     form: str = "original"
+    # The error code of an "error" result, for metrics; empty otherwise.
+    code: str = ""
 
 
 def result_outcome(ref: RecordRef, topic: str, result: PredictionResult) -> Outcome:
     """A result on the results topic, keyed by the event id."""
-    return Outcome(ref, topic, result.id.encode(), result.to_json(), result.status, [_JSON])
+    code = result.error.code.value if result.error is not None else ""
+    return Outcome(
+        ref, topic, result.id.encode(), result.to_json(), result.status, [_JSON], code=code
+    )
 
 
 def invalid_outcome(
