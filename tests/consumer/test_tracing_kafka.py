@@ -36,13 +36,17 @@ def attribute(span: ReadableSpan, name: str) -> object:
     return span.attributes.get(name)
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_one_event_is_traced_from_publish_to_its_result_record(
-    service_setup: ServiceSetupFactory, http_server: LoopbackServer, spans: InMemorySpanExporter
+    guarantee: str,
+    service_setup: ServiceSetupFactory,
+    http_server: LoopbackServer,
+    spans: InMemorySpanExporter,
 ) -> None:
     setup = await service_setup("trace", partitions=1)
     good = red_image(http_server)
     missing = http_server.add_bytes("/missing.jpg", b"gone", "text/plain", status=404)
-    settings = setup.settings()
+    settings = setup.settings(processing_guarantee=guarantee)
     member = await InProcessService.start(settings)
     try:
         published = io.StringIO()
@@ -100,7 +104,7 @@ async def test_one_event_is_traced_from_publish_to_its_result_record(
             assert span.start_time >= process.start_time - 1_000_000  # 1 ms of clock skew
 
     # The record that is not an event: its DLQ copy continues the publisher's trace.
-    (dead,) = await read_topic(setup.bootstrap, settings.dlq_topic)
+    (dead,) = await read_topic(setup.bootstrap, settings.dlq_topic, "read_committed")
     assert tracing.trace_id(dead.headers) == "4bf92f3577b34da6a3ce929d0e0e4736"
     (process,) = [
         s

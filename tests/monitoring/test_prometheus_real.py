@@ -10,6 +10,7 @@ that are not events at all), and through Prometheus's HTTP API:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -107,12 +108,20 @@ async def test_dashboard_and_alerts_evaluate_on_a_real_prometheus(
                 "invalid_event": 1,
             }
 
-            # Every panel's every query returns data.
-            empty = []
-            for query in dashboard_queries():
-                expr = grafana_to_promql(query.expr, JOB, RATE_WINDOW)
-                if not await prom.finite_values(expr):
-                    empty.append(f"{query.panel} [{query.legend}]: {expr}")
+            # Every panel's every query returns data. The lag and record-age gauges are measured
+            # every second, not at each record: give them a few scrapes to show up.
+            empty: list[str] = []
+
+            async def every_panel_has_data() -> bool:
+                empty.clear()
+                for query in dashboard_queries():
+                    expr = grafana_to_promql(query.expr, JOB, RATE_WINDOW)
+                    if not await prom.finite_values(expr):
+                        empty.append(f"{query.panel} [{query.legend}]: {expr}")
+                return not empty
+
+            with contextlib.suppress(TimeoutError):
+                await wait_until(every_panel_has_data, 30, "data in every panel", step=1)
             assert not empty, "panels without data:\n" + "\n".join(empty)
             # ... which a misspelt metric would not.
             assert not await prom.finite_values(
