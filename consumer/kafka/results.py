@@ -57,7 +57,7 @@ async def follow_results(
     return 0
 
 
-def _print_result(value: bytes, as_json: bool, out: TextIO, trace_id: str | None) -> None:
+def _print_result(value: bytes, as_json: bool, out: TextIO, trace_id: str | None = None) -> None:
     if as_json:
         out.write(_with_trace_id(value, trace_id) + "\n")
     else:
