@@ -12,15 +12,15 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[tf,lite,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[tf,lite,tracing,dev]'
 	touch $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check consumer schemas tests bench scripts e2e
-	$(BIN)/ruff format --check consumer schemas tests bench scripts e2e
+	$(BIN)/ruff check consumer schemas tests bench scripts e2e monitoring
+	$(BIN)/ruff format --check consumer schemas tests bench scripts e2e monitoring
 
 typecheck: venv
-	$(BIN)/mypy consumer schemas bench scripts e2e
+	$(BIN)/mypy consumer schemas bench scripts e2e monitoring
 
 test: venv lint typecheck
 	$(BIN)/pytest --cov --cov-report=term

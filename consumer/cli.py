@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from consumer import tracing
 from consumer.config import Settings, SettingsError, load_settings, unknown_variables
 from consumer.images.memory import return_large_frees_to_the_system
 from consumer.kafka.produce_errors import DeliveryFailedError, describe
@@ -219,6 +220,9 @@ def _kafka_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumer.kafka import publish, results, topics
     from consumer.kafka.serve import run_serve
 
+    if args.command in ("serve", "publish"):
+        # The standard OTEL_* variables switch tracing on when the `tracing` extra is installed.
+        tracing.configure_from_environment(os.environ)
     work: Coroutine[Any, Any, int]
     try:
         if args.command == "serve":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 
@@ -94,10 +95,13 @@ class Runtime:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.inference_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def load_model(self) -> LoadedModel:
+    async def load_model(
+        self, on_failure: Callable[[ModelError], None] | None = None
+    ) -> LoadedModel:
         """Fetch and load the model and labels, retrying transient failures with backoff;
         raises `ModelError` with a one-line reason (what was tried, for how long, and how to
-        use a local copy when the network is the problem)."""
+        use a local copy when the network is the problem). `on_failure` hears of every failed
+        attempt (e.g. to count it)."""
         s = self.settings
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -107,7 +111,7 @@ class Runtime:
         failures: list[ModelError] = []
         try:
             async with asyncio.timeout(s.model_load_timeout_s):
-                return await self._load_with_retries(retry_for, failures)
+                return await self._load_with_retries(retry_for, failures, on_failure)
         except TimeoutError:
             last = f"; last failure: {failures[-1]}" if failures else ""
             raise ModelError(
@@ -125,7 +129,12 @@ class Runtime:
                 retryable=True,
             ) from None
 
-    async def _load_with_retries(self, retry_for: float, failures: list[ModelError]) -> LoadedModel:
+    async def _load_with_retries(
+        self,
+        retry_for: float,
+        failures: list[ModelError],
+        on_failure: Callable[[ModelError], None] | None,
+    ) -> LoadedModel:
         # The one retry policy of model loading: 0.5 s doubling to 30 s, plus up to 0.5 s of
         # jitter, for `retry_for` seconds (stamina.set_testing removes the waits).
         s, fetcher = self.settings, self.model_fetcher
@@ -161,6 +170,8 @@ class Runtime:
                 except ModelError as exc:
                     failures.append(exc)
                     failed_at = loop.time()
+                    if on_failure is not None:
+                        on_failure(exc)
                     raise
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 

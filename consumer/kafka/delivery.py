@@ -36,6 +36,7 @@ from consumer.kafka.produce_errors import (
     log_refusal,
     verdict_on,
 )
+from consumer.kafka.traced import abandoned, durable, traced
 from consumer.metrics import Metrics
 
 # The exactly-once strategy lives in its own module; both are importable from here.
@@ -94,13 +95,14 @@ class AtLeastOnceDelivery:
 
     async def _deliver(self, outcome: Outcome) -> None:
         ref = outcome.ref
-        candidate: Outcome | None = self._guard.fit(outcome)
+        candidate: Outcome | None = self._guard.fit(traced(outcome))
         while candidate is not None:
             try:
                 acked = await self._send_until_acked(candidate)
             except Refused as refused:
                 if refused.verdict is Verdict.PRODUCER:
                     log_refusal(candidate, refused.reason)
+                    abandoned(candidate, refused.reason)
                     self._fail(f"{source_of(ref)}: {refused.reason}")
                     return
                 reason = refused.reason
@@ -113,7 +115,10 @@ class AtLeastOnceDelivery:
                 continue
             if acked:
                 self.tracker.finished(ref.tp, ref.offset)
-                self._metrics.count_outcome(candidate.kind)
+                self._metrics.count_outcome(candidate.kind, candidate.code)
+                durable(candidate)
+            else:
+                abandoned(candidate, "partition revoked")
             return
 
     async def _send_until_acked(self, outcome: Outcome) -> bool:

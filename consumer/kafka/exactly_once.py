@@ -26,6 +26,7 @@ from consumer.kafka.produce_errors import (
     log_refusal,
     verdict_on,
 )
+from consumer.kafka.traced import durable, traced
 from consumer.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -58,7 +59,7 @@ class ExactlyOnceDelivery:
             return  # the partition was revoked meanwhile
         # Checked before it goes in: one outcome over its topic's limit would abort every
         # transaction it is part of, and with it the results of all partitions.
-        self._ready.setdefault(ref.tp, {})[ref.offset] = self._guard.fit(outcome)
+        self._ready.setdefault(ref.tp, {})[ref.offset] = self._guard.fit(traced(outcome))
         self.tracker.finished(ref.tp, ref.offset)
 
     async def commit(self) -> None:
@@ -94,7 +95,8 @@ class ExactlyOnceDelivery:
                 return
             for outcome in batch:
                 self._ready[outcome.ref.tp].pop(outcome.ref.offset, None)
-                self._metrics.count_outcome(outcome.kind)
+                self._metrics.count_outcome(outcome.kind, outcome.code)
+                durable(outcome)
             self.tracker.mark_committed(offsets)
 
     async def _check_destinations(self, batch: list[Outcome]) -> None:

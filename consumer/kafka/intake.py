@@ -10,6 +10,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from consumer import tracing
 from consumer.config import Settings
 from consumer.kafka.clients import GroupConsumer
 from consumer.kafka.delivery import Delivery
@@ -74,16 +75,20 @@ class Intake:
             self._consumer.pause(*assigned)
 
     async def accept(self, tp: TopicPartition, record: ConsumerRecord[Any, Any]) -> None:
-        ref = RecordRef(tp, record.offset, record.timestamp)
+        span = tracing.start_process(record.headers, tp.topic, tp.partition, record.offset)
+        ref = RecordRef(tp, record.offset, record.timestamp, span)
         self._delivery.tracker.received(tp, record.offset)
         self._metrics.records_consumed.inc()
         try:
             event = parse_event(record.value or b"")
         except InvalidEventError as exc:
+            if exc.event_id is not None:
+                tracing.describe_event(span, exc.event_id, exc.url or "")
             s = self._settings
             outcome = invalid_outcome(
                 ref, record, exc, s.results_topic, s.dlq_topic, self._model_name
             )
             await self._delivery.deliver(outcome)
             return
-        self._pipeline.submit(event, tag=ref)
+        tracing.describe_event(span, event.id, event.url)
+        self._pipeline.submit(event, tag=ref, span=span)

@@ -36,6 +36,7 @@ from consumer.kafka.outcomes import (
 )
 from consumer.kafka.produce_errors import Verdict
 from consumer.metrics import Metrics
+from consumer.tracing import PROPAGATED_HEADERS
 from schemas import ErrorCode, PredictionResult
 
 log = structlog.get_logger(__name__)
@@ -146,7 +147,13 @@ class OutcomeGuard:
         result = PredictionResult.failed(
             event_id, url, ErrorCode.INTERNAL, message[:_MAX_REASON], self._model_name
         )
-        return replace(outcome, value=result.to_json(), kind="error", form="internal")
+        return replace(
+            outcome,
+            value=result.to_json(),
+            kind="error",
+            form="internal",
+            code=ErrorCode.INTERNAL.value,
+        )
 
     def _truncated(self, outcome: Outcome, reason: str, limit: int) -> Outcome | None:
         headers = _with(
@@ -182,13 +189,16 @@ class OutcomeGuard:
                 (DLQ_SOURCE_HEADER, source_of(ref).encode()),
                 (DLQ_FORM_HEADER, b"reference"),
                 (DLQ_ORIGINAL_SIZE_HEADER, str(len(outcome.value)).encode()),
+                *((k, v) for k, v in outcome.headers if k in PROPAGATED_HEADERS),
             ]
         key = (
             outcome.key
             if outcome.key is not None and len(outcome.key) <= _MAX_REFERENCE_KEY
             else None
         )
-        return Outcome(ref, self._dlq_topic, key, b"", "dlq", headers, form="reference")
+        return Outcome(
+            ref, self._dlq_topic, key, b"", "dlq", headers, form="reference", trace=outcome.trace
+        )
 
 
 def _with(headers: list[tuple[str, bytes]], values: dict[str, bytes]) -> list[tuple[str, bytes]]:

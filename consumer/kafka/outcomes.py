@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
+from opentelemetry.trace import Span
 
 from schemas import ErrorCode, InvalidEventError, PredictionResult
 
@@ -30,6 +31,8 @@ class RecordRef:
     tp: TopicPartition
     offset: int
     timestamp_ms: int | None = None
+    # The record's `process` span (consumer/tracing.py); a no-op span without an SDK.
+    span: Span | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -45,11 +48,18 @@ class Outcome:
     # "original", or the smaller stand-in it was replaced by when Kafka could not take it:
     # "truncated" (a DLQ copy cut to fit), "internal" (an error result), "reference".
     form: str = "original"
+    # The error code of an "error" result, for metrics; empty otherwise.
+    code: str = ""
+    # Its `produce` span, whose context the headers carry (consumer/kafka/traced.py).
+    trace: Span | None = field(default=None, compare=False, repr=False)
 
 
 def result_outcome(ref: RecordRef, topic: str, result: PredictionResult) -> Outcome:
     """A result on the results topic, keyed by the event id."""
-    return Outcome(ref, topic, result.id.encode(), result.to_json(), result.status, [_JSON])
+    code = result.error.code.value if result.error is not None else ""
+    return Outcome(
+        ref, topic, result.id.encode(), result.to_json(), result.status, [_JSON], code=code
+    )
 
 
 def invalid_outcome(

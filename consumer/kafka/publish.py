@@ -12,6 +12,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
+from consumer import tracing
 from consumer.config import Settings
 from consumer.kafka.clients import client_options
 from consumer.kafka.reach import started
@@ -38,7 +39,13 @@ async def publish(settings: Settings, urls: list[str], as_json: bool, out: TextI
                 log.error("invalid_url", url=url[:200])
                 continue
             value = orjson.dumps(event.model_dump(mode="json", exclude_none=True))
-            acks.append(await producer.send(settings.input_topic, value, key=event_id.encode()))
+            # Each event starts its own trace; serve continues it from the header.
+            with tracing.start_publish(settings.input_topic, event_id, url) as span:
+                headers = tracing.with_context([], span)
+                ack = await producer.send(
+                    settings.input_topic, value, key=event_id.encode(), headers=headers
+                )
+            acks.append(ack)
             out.write(
                 orjson.dumps({"id": event_id, "url": url}).decode() + "\n"
                 if as_json

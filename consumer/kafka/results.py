@@ -6,9 +6,11 @@ import asyncio
 import time
 from typing import TextIO
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
+from consumer import tracing
 from consumer.config import ProcessingGuarantee, Settings
 from consumer.kafka.clients import client_options
 from consumer.kafka.reach import started
@@ -51,13 +53,14 @@ async def follow_results(
                         break
                     seen += 1
                     last = time.monotonic()
-                    _print_result(record.value or b"", as_json, out)
+                    trace_id = tracing.trace_id(record.headers)
+                    _print_result(record.value or b"", as_json, out, trace_id)
     return 0
 
 
-def _print_result(value: bytes, as_json: bool, out: TextIO) -> None:
+def _print_result(value: bytes, as_json: bool, out: TextIO, trace_id: str | None = None) -> None:
     if as_json:
-        out.write(value.decode(errors="replace") + "\n")
+        out.write(_with_trace_id(value, trace_id) + "\n")
     else:
         try:
             result = PredictionResult.model_validate_json(value)
@@ -71,3 +74,15 @@ def _print_result(value: bytes, as_json: bool, out: TextIO) -> None:
             error = f"{result.error.code.value}: {result.error.message}"
             out.write(f"{result.id} error {error} <- {result.url}\n")
     out.flush()
+
+
+def _with_trace_id(value: bytes, trace_id: str | None) -> str:
+    """The result's JSON, with `trace_id` added when its record carried a trace context."""
+    if trace_id is not None:
+        try:
+            result = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            result = None
+        if isinstance(result, dict):
+            return orjson.dumps({**result, "trace_id": trace_id}).decode()
+    return value.decode(errors="replace")

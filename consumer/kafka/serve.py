@@ -32,11 +32,15 @@ async def run_serve(settings: Settings, stop: asyncio.Event | None = None) -> in
     def alive() -> bool:
         return not state.failed
 
+    metrics.ready.set_function(lambda: 1.0 if state.ready else 0.0)
+
     runner = await start_http(make_app(metrics, alive, lambda: state.ready), settings.http_port)
     log.info("http_listening", port=settings.http_port)
     try:
         async with Runtime(settings, progress=False) as rt:
-            model = await _unless_stopped(rt.load_model(), stop)
+            model = await _unless_stopped(
+                rt.load_model(on_failure=lambda _: metrics.model_load_failures.inc()), stop
+            )
             metrics.model_load_seconds.set(model.fetch_s + model.load_s)
             metrics.set_model(model.name, model.sha256, model.classifier.backend)
             state.model_loaded = True

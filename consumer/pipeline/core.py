@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import structlog
 from numpy.typing import NDArray
+from opentelemetry.trace import Span
 
+from consumer import tracing
 from consumer.batching import Batcher
 from consumer.clock import Clock, LoopClock
 from consumer.images.errors import ImageError
@@ -92,11 +94,12 @@ class Pipeline:
                 asyncio.create_task(self._inference_loop(), name="pipeline-inference"),
             ]
 
-    def submit(self, event: ImageEvent, tag: Any = None) -> WorkItem:
-        """Start work on `event` without waiting; the caller bounds `in_flight`."""
+    def submit(self, event: ImageEvent, tag: Any = None, span: Span | None = None) -> WorkItem:
+        """Start work on `event` without waiting; the caller bounds `in_flight`. Its stages
+        become child spans of `span`, when given."""
         self._raise_if_failed()
         self.start()
-        item = WorkItem(event=event, tag=tag, submitted=self._clock.now())
+        item = WorkItem(event=event, tag=tag, submitted=self._clock.now(), span=span)
         self._in_flight += 1
         self._fetching += 1
         self._idle.clear()
@@ -249,6 +252,7 @@ class Pipeline:
         log.debug("batch_done", size=len(items), ms=round(seconds * 1000, 3))
         for row, (item, idx, score) in enumerate(zip(items, indices, scores, strict=True)):
             item.timings_ms["inference"] = round(seconds * 1000, 3)
+            tracing.record_stage(item.span, "inference", seconds)
             predictions = [
                 Prediction(label_id=int(i), label=model.labels[int(i)], score=round(float(s), 6))
                 for i, s in zip(idx, score, strict=True)

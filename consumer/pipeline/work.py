@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry.trace import Span
 
+from consumer import tracing
 from consumer.model import LoadedModel
 from schemas import ImageEvent, PredictionResult
 
@@ -42,6 +44,8 @@ class WorkItem:
     tag: Any = None
     submitted: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The transport's span for this item (consumer/tracing.py): each stage becomes a child.
+    span: Span | None = None
 
 
 Sink = Callable[[WorkItem, PredictionResult], Awaitable[None]]
@@ -67,6 +71,7 @@ def note_stage(observer: StageObserver, item: WorkItem, stage: str, seconds: flo
     """Record how long `item` spent in `stage`: in its result's timings and for `observer`."""
     item.timings_ms[stage] = round(seconds * 1000, 3)
     observer.stage(stage, seconds)
+    tracing.record_stage(item.span, stage, seconds)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from consumer import cli
 from consumer.config import Settings
 from consumer.kafka.serve import run_serve
 from consumer.model import ModelError
+from consumer.testing.serve import metric_value
 from consumer.testing.waiting import free_port
 
 
@@ -30,6 +31,8 @@ async def test_unreachable_model_keeps_readiness_false_then_fails(
     with capture_logs() as logs:
         serving = asyncio.create_task(run_serve(settings))
         statuses: list[tuple[int, int]] = []
+        # (birdwatch_ready, birdwatch_model_load_failures_total) as /metrics said them
+        samples: list[tuple[float, float]] = []
         loop = asyncio.get_running_loop()
         sample_until = loop.time() + 2
         async with aiohttp.ClientSession() as session:
@@ -41,6 +44,14 @@ async def test_unreachable_model_keeps_readiness_false_then_fails(
                         session.get(f"http://127.0.0.1:{port}/healthz") as health,
                     ):
                         statuses.append((ready.status, health.status))
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as metrics:
+                        text = await metrics.text()
+                    samples.append(
+                        (
+                            metric_value(text, "birdwatch_ready"),
+                            metric_value(text, "birdwatch_model_load_failures_total"),
+                        )
+                    )
                 except aiohttp.ClientConnectionError:
                     continue
         with pytest.raises(ModelError, match=r"cannot connect|failed|within"):
@@ -48,7 +59,13 @@ async def test_unreachable_model_keeps_readiness_false_then_fails(
     assert statuses, "the endpoints never answered"
     assert all(ready == 503 for ready, _ in statuses)
     assert all(health == 200 for _, health in statuses)
-    assert any(e["event"] == "model_load_retry" for e in logs)
+    retries = [e for e in logs if e["event"] == "model_load_retry"]
+    assert retries
+    # The metrics say the same: not ready, and every failed attempt counted as it happened.
+    assert all(ready == 0 for ready, _ in samples)
+    failures = [count for _, count in samples]
+    assert failures == sorted(failures)
+    assert 1 <= failures[-1] <= len(retries) + 1
 
 
 @pytest.mark.usefixtures("real_retry_waits")  # the model must still be loading at the stop

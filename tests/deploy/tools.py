@@ -36,7 +36,14 @@ CACHE_BIN = REPO / ".cache" / "bin"
 
 # Every kustomization that `kubectl apply -k` is meant to take: the application (with its
 # Namespace, Deployment and autoscaler) and the optional Strimzi topics.
-APP_OVERLAYS = ("base", "overlays/dev", "overlays/prod", "overlays/hpa", "overlays/tensorflow")
+APP_OVERLAYS = (
+    "base",
+    "overlays/dev",
+    "overlays/prod",
+    "overlays/hpa",
+    "overlays/tensorflow",
+    "overlays/monitoring",
+)
 TOPIC_OVERLAYS = ("overlays/strimzi-topics",)
 # The application with its own broker and topics, for e2e runs (test_deploy_e2e_overlay.py).
 E2E_OVERLAYS = ("overlays/e2e",)
