@@ -150,6 +150,16 @@ class Cluster:
 
     # --- diagnostics ------------------------------------------------------------------------
 
+    def warnings(self) -> list[str]:
+        """The namespace's latest Warning events, for a wait that timed out."""
+        found = self.kubectl(
+            "get", "events", "--field-selector=type=Warning", "-o", "json", check=False, quiet=True
+        )
+        try:
+            return latest_warnings(json.loads(found or "{}"))
+        except json.JSONDecodeError:
+            return []
+
     def dump(self, folder: Path) -> None:
         """Events and consumer logs of a failed run, for the reader of its one-line error."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -237,6 +247,17 @@ class Deployed:
         delete_namespace(self.cluster.namespace)
         started = time.monotonic()
         run(["kubectl", "apply", "-k", str(self.kustomization)], timeout=120)
+        try:
+            self._wait_whole()
+        except E2EError as exc:
+            # A timed-out wait says nothing of why; the namespace's warnings usually do (an
+            # image the node lost, unschedulable requests, a failing probe).
+            seen = self.cluster.warnings()
+            raise E2EError(f"{exc}; warnings: {' | '.join(seen)}" if seen else str(exc)) from exc
+        say(f"deployed in {time.monotonic() - started:.0f} s")
+        return self.cluster
+
+    def _wait_whole(self) -> None:
         self.cluster.kubectl("rollout", "status", "deployment/kafka", "--timeout=300s", timeout=330)
         self.cluster.kubectl(
             "wait",
@@ -248,8 +269,6 @@ class Deployed:
         self.cluster.kubectl(
             "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=420s", timeout=450
         )
-        say(f"deployed in {time.monotonic() - started:.0f} s")
-        return self.cluster
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -260,6 +279,27 @@ class Deployed:
             say(f"kept: kubectl delete namespace {self.cluster.namespace} to remove")
             return
         delete_namespace(self.cluster.namespace)
+
+
+def latest_warnings(events: dict[str, Any], limit: int = 3) -> list[str]:
+    """The `limit` most recent distinct Warning messages of a `kubectl get events -o json`,
+    newest first, each as "object: reason: message"."""
+
+    def when(event: dict[str, Any]) -> str:
+        return str(event.get("lastTimestamp") or event.get("eventTime") or "")
+
+    found: list[str] = []
+    for event in sorted(events.get("items", []), key=when, reverse=True):
+        involved = event.get("involvedObject", {})
+        line = (
+            f"{involved.get('kind', '?').lower()}/{involved.get('name', '?')}: "
+            f"{event.get('reason', '')}: {' '.join(str(event.get('message', '')).split())}"
+        )
+        if line not in found:
+            found.append(line)
+        if len(found) == limit:
+            break
+    return found
 
 
 def delete_namespace(namespace: str) -> None:

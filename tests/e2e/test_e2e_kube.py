@@ -43,3 +43,34 @@ def test_agent_pod_runs_the_agent_idle_with_the_image() -> None:
     assert container["image"] == "birdwatch:0.1.0-lite"
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert pod["spec"]["volumes"][0]["configMap"]["name"] == "e2e-agent"
+
+
+def warning(name: str, reason: str, message: str, at: str) -> dict[str, object]:
+    return {
+        "involvedObject": {"kind": "Pod", "name": name},
+        "reason": reason,
+        "message": message,
+        "lastTimestamp": at,
+    }
+
+
+def test_latest_warnings_are_the_newest_distinct_ones() -> None:
+    sandbox = 'failed to get sandbox image "docker.io/local/pause:3.10"'
+    events = {
+        "items": [
+            warning("kafka-1", "FailedCreatePodSandBox", sandbox, "2026-11-27T15:44:40Z"),
+            warning("kafka-1", "FailedCreatePodSandBox", sandbox, "2026-11-27T15:44:46Z"),
+            warning(
+                "birdwatch-1",
+                "FailedScheduling",
+                "0/1 nodes:\n Insufficient cpu",
+                "2026-11-27T15:40:00Z",
+            ),
+            warning("old", "BackOff", "restarting", "2026-11-27T15:00:00Z"),
+        ]
+    }
+    assert kube.latest_warnings(events, limit=2) == [
+        f"pod/kafka-1: FailedCreatePodSandBox: {sandbox}",
+        "pod/birdwatch-1: FailedScheduling: 0/1 nodes: Insufficient cpu",
+    ]
+    assert kube.latest_warnings({}) == []
