@@ -193,8 +193,6 @@ def execute(args: argparse.Namespace, env: Environment) -> int:
                     replicas=args.replicas,
                     plot_dir=args.plot_dir,
                     keep=args.keep,
-                    max_wait_s=args.max_wait,
-                    p99_s=args.p99,
                 )
                 found = run_handover(env, site, handover_options)
                 text = report.handover(found)

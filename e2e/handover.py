@@ -42,8 +42,6 @@ class HandoverOptions:
     replicas: int = 2
     plot_dir: Path = DOCS_IMG
     keep: bool = False
-    max_wait_s: float = 5.0  # at-least-once: no event waits longer, up to the first crash
-    p99_s: float = 2.0  # at-least-once: p99 over the same events
 
 
 def plan_replicas(disruptions: tuple[str, ...], start: int) -> list[int]:
