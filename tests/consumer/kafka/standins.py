@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+import stamina
 from aiokafka import TopicPartition
 from aiokafka.errors import (
     MessageSizeTooLargeError,
@@ -168,3 +170,11 @@ def committed(m: Member) -> dict[TopicPartition, int]:
     for offsets in m.consumer.commits + m.producer.offsets:
         done.update(offsets)
     return done
+
+
+@pytest.fixture(autouse=True)
+def no_backoff_waits() -> Iterator[None]:
+    """Produce retries without their waits, 20 attempts each: imported by the refusal tests,
+    which count the resends the stand-in producer answers."""
+    with stamina.set_testing(True, attempts=20):
+        yield

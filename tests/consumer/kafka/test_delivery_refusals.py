@@ -6,10 +6,8 @@ exactly-once ones are in test_delivery_refusals_eos.py."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
-import stamina
 from aiokafka.errors import (
     KafkaConnectionError,
     OutOfOrderSequenceNumber,
@@ -31,15 +29,9 @@ from tests.consumer.kafka.standins import (
     fallbacks,
     huge_copy,
     member,
+    no_backoff_waits,  # noqa: F401 (an autouse fixture)
     result_of,
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff_waits() -> Iterator[None]:
-    stamina.set_testing(True, attempts=20)
-    yield
-    stamina.set_testing(False)
 
 
 @pytest.mark.parametrize("eos", [False, True], ids=["at_least_once", "exactly_once"])

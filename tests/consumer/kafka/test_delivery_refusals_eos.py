@@ -3,10 +3,7 @@ destinations are found before it opens, and a transient ack failure retries it w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import stamina
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -24,15 +21,9 @@ from tests.consumer.kafka.standins import (
     committed,
     deliver_all,
     member,
+    no_backoff_waits,  # noqa: F401 (an autouse fixture)
     result_of,
 )
-
-
-@pytest.fixture(autouse=True)
-def _no_backoff_waits() -> Iterator[None]:
-    stamina.set_testing(True, attempts=20)
-    yield
-    stamina.set_testing(False)
 
 
 async def test_a_record_the_broker_refuses_aborts_the_transaction_instead_of_losing_it() -> None:
