@@ -116,20 +116,14 @@ class OutcomeGuard:
         if smaller is None:
             log.error(
                 "outcome_unwritable",
-                topic=outcome.ref.tp.topic,
-                partition=outcome.ref.tp.partition,
-                offset=outcome.ref.offset,
-                destination=outcome.topic,
+                **outcome.log_fields(),
                 form=outcome.form,
                 reason=reason,
             )
             return None
         log.warning(
             "outcome_replaced",
-            topic=outcome.ref.tp.topic,
-            partition=outcome.ref.tp.partition,
-            offset=outcome.ref.offset,
-            destination=outcome.topic,
+            **outcome.log_fields(),
             form=outcome.form,
             replaced_by=smaller.form,
             reason=reason,

@@ -53,6 +53,15 @@ class Outcome:
     # Its `produce` span, whose context the headers carry (consumer/kafka/traced.py).
     trace: Span | None = field(default=None, compare=False, repr=False)
 
+    def log_fields(self) -> dict[str, object]:
+        """Where this outcome comes from and goes, for the log lines about it."""
+        return {
+            "topic": self.ref.tp.topic,
+            "partition": self.ref.tp.partition,
+            "offset": self.ref.offset,
+            "destination": self.topic,
+        }
+
 
 def result_outcome(ref: RecordRef, topic: str, result: PredictionResult) -> Outcome:
     """A result on the results topic, keyed by the event id."""

@@ -160,9 +160,6 @@ def log_refusal(outcome: Outcome, reason: str) -> None:
     """Log, once, that Kafka refused `outcome` in a way that stops the member."""
     log.error(
         "outcome_refused",
-        topic=outcome.ref.tp.topic,
-        partition=outcome.ref.tp.partition,
-        offset=outcome.ref.offset,
-        destination=outcome.topic,
+        **outcome.log_fields(),
         reason=reason,
     )
